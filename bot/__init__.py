@@ -1,0 +1,1 @@
+"""WhatsApp conversation broker for Braze."""

@@ -1,0 +1,1 @@
+"""One small typed client per outside API, each over an injected aiohttp session."""

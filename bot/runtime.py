@@ -1,0 +1,114 @@
+"""The one place that opens and closes the broker's resources, and runs its background loops."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from pydantic import SecretStr
+
+from bot.clients.braze import BrazeClient
+from bot.clients.llm import OpenAIResponder, Responder
+from bot.faq import FaqResponder
+from bot.logs import event
+from bot.metrics import Metrics
+from bot.outbox import OutboxWriter
+from bot.sender import BrazeSender
+from bot.settings import Settings
+from bot.store.connection import connect
+from bot.store.conversations import Store
+from bot.store.streams import Streams
+from bot.worker import Worker, worker_id
+from handlers.context import Services
+from handlers.router import handle_turn
+from prompts import load_prompts
+
+log = logging.getLogger("bot.runtime")
+
+Loop = Callable[[asyncio.Event], Awaitable[None]]
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    metrics: Metrics
+    redis: Any
+    store: Store
+    streams: Streams
+    session: aiohttp.ClientSession
+    braze: BrazeClient
+    services: Services
+    owner: str
+    loops: list[tuple[str, Loop]] = field(default_factory=list)
+
+    def add_loop(self, name: str, loop: Loop) -> None:
+        """Background work run next to the workers (senders, sweeps); added before `run_loops`."""
+        self.loops.append((name, loop))
+
+    async def run_loops(self, stop: asyncio.Event) -> None:
+        tasks = [asyncio.create_task(_guarded(name, loop, stop), name=name) for name, loop in self.loops]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _guarded(name: str, loop: Loop, stop: asyncio.Event) -> None:
+    """Run a background loop until `stop`; restart it after an unexpected crash."""
+    while not stop.is_set():
+        try:
+            await loop(stop)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            event(log, "loop_crashed", logging.ERROR, loop=name, error=type(exc).__name__, detail=str(exc)[:200])
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=1.0)
+
+
+def make_responder(settings: Settings, metrics: Metrics, services_prompts: Any) -> Responder:
+    if settings.backend == "openai":
+        return OpenAIResponder(settings, metrics)
+    return FaqResponder(services_prompts)
+
+
+@contextlib.asynccontextmanager
+async def open_runtime(
+    settings: Settings, redis_url: str, *, workers: bool = True, responder: Responder | None = None
+) -> AsyncIterator[Runtime]:
+    metrics = Metrics()
+    client = connect(redis_url)
+    store = Store(client, settings.queue_partitions, settings.history_keep)
+    streams = Streams(client, settings.queue_partitions, store.cluster)
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=200, ttl_dns_cache=300),
+        headers={"User-Agent": "whatsapp-broker/0.1"},
+    )
+    prompts = load_prompts()
+    own_responder = responder is None
+    chosen = responder or make_responder(settings, metrics, prompts)
+    braze = BrazeClient(
+        session, settings.braze_rest_endpoint or "http://127.0.0.1:9", settings.braze_api_key or SecretStr(""),
+        settings.braze_timeout_s,
+    )
+    services = Services(settings, prompts, chosen, OutboxWriter(settings), metrics)
+    runtime = Runtime(settings, metrics, client, store, streams, session, braze, services, worker_id())
+    if workers:
+        worker = Worker(store, services, handle_turn, metrics, settings)
+        sender = BrazeSender(streams, braze, settings, metrics, runtime.owner)
+        runtime.add_loop("worker", worker.run)
+        runtime.add_loop("braze_sender", sender.run)
+    try:
+        yield runtime
+    finally:
+        if own_responder and isinstance(chosen, OpenAIResponder):
+            await chosen.close()
+        await session.close()
+        await client.aclose()

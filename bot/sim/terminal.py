@@ -1,0 +1,65 @@
+"""`python -m bot simulate`: chat with the bot in a terminal, or pipe one message per line."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from bot.settings import Settings
+from bot.sim.braze_standin import Delivered
+from bot.sim.session import SimUser, format_delivery, simulation
+
+HELP = """Type a message and press Enter. Commands:
+  /user ID [PHONE]   talk as another customer (ID "-" for one known only by phone)
+  /status            show the conversation's status
+  /quit              leave (Ctrl-D works too)"""
+
+
+async def run_terminal(settings: Settings) -> int:
+    interactive = sys.stdin.isatty()
+    user = SimUser(user_id="sim-user-1", phone="+15550000001", name="Sim")
+    async with simulation(settings) as sim:
+
+        def show(item: Delivered) -> None:
+            if interactive and item.user != user.address:
+                print(f"\n[to {item.user}] {format_delivery(item)}", flush=True)
+                return
+            print(format_delivery(item), flush=True)
+
+        sim.standin.on_delivery(show)
+        loop = asyncio.get_running_loop()
+        if interactive:
+            print(f"Chatting with the bot as {user.user_id} ({settings.backend} backend). {HELP}", flush=True)
+        while True:
+            line = await loop.run_in_executor(None, sys.stdin.readline)
+            if not line:
+                break
+            text = line.strip()
+            if not text:
+                continue
+            if interactive and text.startswith("/"):
+                command, *args = text.split()
+                if command == "/quit":
+                    break
+                if command == "/user" and args:
+                    user = SimUser("" if args[0] == "-" else args[0], args[1] if len(args) > 1 else user.phone)
+                    print(f"now talking as {user.address}", flush=True)
+                elif command == "/status":
+                    state = await sim.runtime.store.state(user.user_id or user.phone)
+                    print(f"status: {state.status if state else 'new'}", flush=True)
+                else:
+                    print(HELP, flush=True)
+                continue
+            answer = await sim.send(user, text)
+            if answer["http_status"] >= 400:
+                print(f"error: {answer.get('error', answer)}", file=sys.stderr, flush=True)
+                continue
+            if not interactive:
+                # Piped input reads like a person who waits for the answer before typing on.
+                if not await sim.wait_idle():
+                    print("error: the bot did not finish answering in time", file=sys.stderr)
+                    return 1
+        if not await sim.wait_idle():
+            print("error: the bot did not finish answering in time", file=sys.stderr)
+            return 1
+    return 0

@@ -1,0 +1,1 @@
+"""The Redis data model: key names, atomic scripts, and the typed operations on them."""

@@ -1,0 +1,111 @@
+"""Durable work streams per partition (outbox, track, jobs) and their dead letters."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from redis.exceptions import ResponseError
+
+from bot.store.conversations import _lua
+from bot.store.keys import PartitionKeys
+
+GROUP = "workers"
+# One consumer name for every process: only the holder of a partition's lease reads that stream,
+# so whoever holds it next can see (and settle) what the previous holder had read.
+CONSUMER = "owner"
+
+
+@dataclass
+class Entry:
+    partition: int
+    stream_id: str
+    payload: dict[str, Any]
+
+
+class Streams:
+    """Read, settle and dead-letter entries of one kind of stream across partitions."""
+
+    def __init__(self, client: Any, partitions: int, cluster: bool) -> None:
+        self.redis = client
+        self.partitions = partitions
+        self.cluster = cluster
+        self._own = client.register_script(_lua("own"))
+        self._disown = client.register_script(_lua("disown"))
+
+    async def ensure_group(self, stream: str) -> None:
+        try:
+            await self.redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def own(self, lease_key: str, owner: str, ttl_ms: int) -> bool:
+        return bool(await self._own(keys=[lease_key], args=[owner, ttl_ms]))
+
+    async def disown(self, lease_key: str, owner: str, ready_key: str | None = None, member: str = "") -> bool:
+        keys = [lease_key] + ([ready_key] if ready_key else [])
+        return bool(await self._disown(keys=keys, args=[owner, member]))
+
+    async def read(
+        self, streams: dict[int, str], *, count: int, block_ms: int | None, pending: bool = False
+    ) -> list[Entry]:
+        """New entries (or, with `pending`, those read before but never settled) from `streams`."""
+        if not streams:
+            return []
+        since = "0" if pending else ">"
+        groups = [streams] if not self.cluster else [{p: s} for p, s in streams.items()]
+        by_name = {name: part for part, name in streams.items()}
+        entries: list[Entry] = []
+        for group in groups:
+            block = block_ms if (block_ms and len(groups) == 1) else None
+            try:
+                answer = await self.redis.xreadgroup(
+                    GROUP, CONSUMER, {name: since for name in group.values()}, count=count, block=block
+                )
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                for name in group.values():
+                    await self.ensure_group(name)
+                continue
+            for name, rows in answer or []:
+                for stream_id, fields in rows:
+                    if fields and "r" in fields:
+                        entries.append(Entry(by_name[name], stream_id, json.loads(fields["r"])))
+        return entries
+
+    async def settle(self, stream_of: dict[int, str], entries: list[Entry], state_key_of: dict[int, str]) -> None:
+        """Acknowledge and delete finished entries (and their in-flight markers)."""
+        if not entries:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for e in entries:
+                pipe.xack(stream_of[e.partition], GROUP, e.stream_id)
+                pipe.xdel(stream_of[e.partition], e.stream_id)
+                pipe.hdel(state_key_of[e.partition], e.stream_id)
+            await pipe.execute()
+
+    async def dead_letter(self, kind: str, entry: Entry, reason: str, attempts: int = 0) -> None:
+        dead = PartitionKeys(entry.partition).dead
+        await self.redis.xadd(
+            dead,
+            {
+                "kind": kind, "reason": reason, "at": repr(time.time()), "attempts": attempts,
+                "payload": json.dumps(entry.payload),
+            },
+        )
+
+    async def dead_depth(self) -> int:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for index in range(self.partitions):
+                pipe.xlen(PartitionKeys(index).dead)
+            return int(sum(await pipe.execute()))
+
+    async def depth(self, kind: str) -> int:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for index in range(self.partitions):
+                pipe.xlen(getattr(PartitionKeys(index), kind))
+            return int(sum(await pipe.execute()))

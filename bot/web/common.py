@@ -1,0 +1,38 @@
+"""What every view shares: the contract's error body, and JSON errors for aiohttp's own failures."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from bot.logs import event
+
+log = logging.getLogger("bot.web")
+
+
+def error(status: int, code: str, message: str, **extra: Any) -> web.Response:
+    """`{"error": {"code": …, "message": …}}`, the contract's shape for every error."""
+    return web.json_response({"error": {"code": code, "message": message, **extra}}, status=status)
+
+
+_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
+          409: "conflict", 413: "too_large", 415: "unsupported_media_type", 422: "invalid"}
+
+
+@web.middleware
+async def json_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _CODES.get(exc.status, "http_error")
+        return error(exc.status, code, exc.reason)
+    except Exception as exc:
+        event(log, "unhandled_error", logging.ERROR, path=request.path, error=type(exc).__name__)
+        return error(500, "internal", "internal error")
