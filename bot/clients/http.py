@@ -80,7 +80,7 @@ def _retryable(exc: BaseException) -> bool:
 
 
 def _wait(max_wait_s: float) -> Callable[[RetryCallState], float]:
-    backoff = wait_exponential_jitter(initial=0.5, max=max_wait_s)
+    backoff = wait_exponential_jitter(multiplier=0.5, max=max_wait_s)
 
     def wait(state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None

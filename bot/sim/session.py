@@ -105,7 +105,7 @@ def sim_settings(base: Settings, standin_url: str, secret: str, agent_token: str
     )
 
 
-async def _serve(app: web.Application, host: str = "127.0.0.1", port: int = 0) -> tuple[web.AppRunner, str]:
+async def serve_app(app: web.Application, host: str = "127.0.0.1", port: int = 0) -> tuple[web.AppRunner, str]:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
@@ -129,12 +129,12 @@ async def simulation(
         redis_url = embedded.url
         event(log, "private_redis", port=embedded.port)
     standin = BrazeStandIn(api_key=SIM_API_KEY, message_property=base.braze_message_property)
-    standin_runner, standin_url = await _serve(standin.app)
+    standin_runner, standin_url = await serve_app(standin.app)
     secret = secrets.token_urlsafe(16)
     token = agent_token or secrets.token_urlsafe(16)
     settings = sim_settings(base, standin_url, secret, token)
     app = create_app(settings, redis_url)
-    broker_runner, broker_url = await _serve(app, port=port)
+    broker_runner, broker_url = await serve_app(app, port=port)
     http = aiohttp.ClientSession()
     try:
         yield Simulation(settings, standin, broker_url, secret, token, app, http)

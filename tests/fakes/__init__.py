@@ -1,0 +1,1 @@
+"""Stand-ins for the outside world, as real aiohttp servers on loopback."""
