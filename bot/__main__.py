@@ -22,7 +22,9 @@ log = logging.getLogger("bot")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="whatsapp-broker", description="WhatsApp conversation broker for Braze")
+    parser = argparse.ArgumentParser(
+        prog="whatsapp-broker", description="WhatsApp conversation broker for Braze"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="HTTP service plus in-process workers")
     serve.add_argument("--host", default="0.0.0.0")
@@ -115,8 +117,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not redis_url:
             embedded = EmbeddedRedis(settings.redis_data_dir).start()
             redis_url = embedded.url
-            logs.event(log, "private_redis_started", port=embedded.port, data_dir=settings.redis_data_dir,
-                       note="REDIS_URL unset; set it in production")
+            logs.event(
+                log,
+                "private_redis_started",
+                port=embedded.port,
+                data_dir=settings.redis_data_dir,
+                note="REDIS_URL unset; set it in production",
+            )
         _install_uvloop()
         try:
             asyncio.run(_serve(settings, redis_url, args.host, args.port, not args.no_worker))

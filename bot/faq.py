@@ -14,8 +14,55 @@ from prompts import FaqEntry, Prompts
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 _STOP = frozenset(
-    "a an the i me my we our you your is are was be to of in on at for and or it do does did can could "
-    "how what when where which who why with this that there please would like want need have has im".split()
+    [
+        "a",
+        "an",
+        "the",
+        "i",
+        "me",
+        "my",
+        "we",
+        "our",
+        "you",
+        "your",
+        "is",
+        "are",
+        "was",
+        "be",
+        "to",
+        "of",
+        "in",
+        "on",
+        "at",
+        "for",
+        "and",
+        "or",
+        "it",
+        "do",
+        "does",
+        "did",
+        "can",
+        "could",
+        "how",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "why",
+        "with",
+        "this",
+        "that",
+        "there",
+        "please",
+        "would",
+        "like",
+        "want",
+        "need",
+        "have",
+        "has",
+        "im",
+    ]
 )
 
 
@@ -36,7 +83,10 @@ class FaqMatcher:
     def __init__(self, entries: Sequence[FaqEntry], threshold: float = 0.2) -> None:
         self.entries = list(entries)
         self.threshold = threshold
-        docs = [Counter(tokens(e.question)) + Counter({t: 2 for t in tokens(" ".join(e.keywords))}) for e in entries]
+        docs = [
+            Counter(tokens(e.question)) + Counter({t: 2 for t in tokens(" ".join(e.keywords))})
+            for e in entries
+        ]
         df = Counter(t for doc in docs for t in doc)
         n = len(docs)
         self._idf = {t: math.log((1 + n) / (1 + c)) + 1 for t, c in df.items()}
@@ -74,7 +124,9 @@ class FaqResponder:
         self._matcher = FaqMatcher(prompts.faq)
         self._fallback = prompts.text("faq_fallback")
 
-    async def complete(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], user: str) -> Completion:
+    async def complete(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], user: str
+    ) -> Completion:
         burst: list[str] = []
         for message in reversed(messages):
             if message["role"] != "user":

@@ -12,36 +12,50 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.inbound = Counter(
-            "broker_inbound_total", "Inbound webhooks by result (accepted, duplicate, rejected)",
-            ["source", "result"], registry=r,
+            "broker_inbound_total",
+            "Inbound webhooks by result (accepted, duplicate, rejected)",
+            ["source", "result"],
+            registry=r,
         )
         self.turns = Counter("broker_turns_total", "Conversation turns by outcome", ["outcome"], registry=r)
         self.turn_seconds = Histogram(
-            "broker_turn_seconds", "Time from claiming a conversation to committing its turn",
-            buckets=LATENCY_BUCKETS, registry=r,
+            "broker_turn_seconds",
+            "Time from claiming a conversation to committing its turn",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.llm_seconds = Histogram(
             "broker_llm_seconds", "Language model call latency", buckets=LATENCY_BUCKETS, registry=r
         )
-        self.llm_errors = Counter("broker_llm_errors_total", "Failed language model calls", ["kind"], registry=r)
+        self.llm_errors = Counter(
+            "broker_llm_errors_total", "Failed language model calls", ["kind"], registry=r
+        )
         self.llm_tokens = Counter("broker_llm_tokens_total", "Tokens used by the language model", registry=r)
         self.outbound = Counter(
-            "broker_outbound_requests_total", "Requests to outside APIs by endpoint and status",
-            ["service", "endpoint", "status"], registry=r,
+            "broker_outbound_requests_total",
+            "Requests to outside APIs by endpoint and status",
+            ["service", "endpoint", "status"],
+            registry=r,
         )
         self.messages_sent = Counter(
             "broker_messages_sent_total", "Messages accepted by Braze for delivery", ["kind"], registry=r
         )
         self.recipients_per_request = Histogram(
-            "broker_braze_recipients_per_request", "Recipients per /campaigns/trigger/send",
-            buckets=(1, 2, 5, 10, 20, 30, 40, 50), registry=r,
+            "broker_braze_recipients_per_request",
+            "Recipients per /campaigns/trigger/send",
+            buckets=(1, 2, 5, 10, 20, 30, 40, 50),
+            registry=r,
         )
         self.discarded = Counter(
-            "broker_replies_discarded_total", "Bot replies dropped because a human took over", ["reason"],
+            "broker_replies_discarded_total",
+            "Bot replies dropped because a human took over",
+            ["reason"],
             registry=r,
         )
         self.dead_letters = Counter(
-            "broker_dead_letters_total", "Outbound work moved to a dead-letter stream", ["kind", "reason"],
+            "broker_dead_letters_total",
+            "Outbound work moved to a dead-letter stream",
+            ["kind", "reason"],
             registry=r,
         )
         self.dead_letter_depth = Gauge(
@@ -52,10 +66,14 @@ class Metrics:
         )
         self.outbox_depth = Gauge("broker_outbox_depth", "Messages waiting to be sent to Braze", registry=r)
         self.recovered = Counter(
-            "broker_recovered_total", "Stuck work reclaimed (expired leases, unknown sends)", ["kind"],
+            "broker_recovered_total",
+            "Stuck work reclaimed (expired leases, unknown sends)",
+            ["kind"],
             registry=r,
         )
-        self.handoffs = Counter("broker_handoffs_total", "Conversations handed to a human", ["trigger"], registry=r)
+        self.handoffs = Counter(
+            "broker_handoffs_total", "Conversations handed to a human", ["trigger"], registry=r
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

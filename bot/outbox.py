@@ -53,8 +53,15 @@ class OutboxWriter:
             campaign = self._template_campaign
         return [
             OutRow(
-                id=uuid.uuid4().hex, conv=state.id, user_id=state.user_id, phone=state.phone,
-                campaign_id=campaign, text=part, kind=kind, epoch=state.epoch, props=props or {},
+                id=uuid.uuid4().hex,
+                conv=state.id,
+                user_id=state.user_id,
+                phone=state.phone,
+                campaign_id=campaign,
+                text=part,
+                kind=kind,
+                epoch=state.epoch,
+                props=props or {},
                 created_at=now,
             )
             for part in split_text(text)

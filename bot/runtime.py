@@ -15,6 +15,7 @@ from pydantic import SecretStr
 from bot.clients.braze import BrazeClient
 from bot.clients.llm import OpenAIResponder, Responder
 from bot.faq import FaqResponder
+from bot.jobs import JobHandler, JobRunner
 from bot.logs import event
 from bot.metrics import Metrics
 from bot.outbox import OutboxWriter
@@ -45,6 +46,8 @@ class Runtime:
     services: Services
     owner: str
     loops: list[tuple[str, Loop]] = field(default_factory=list)
+    # Outbound job kinds ("zendesk.create_ticket", ...) and what runs them; see bot/jobs.py.
+    job_handlers: dict[str, JobHandler] = field(default_factory=dict)
 
     def add_loop(self, name: str, loop: Loop) -> None:
         """Background work run next to the workers (senders, sweeps); added before `run_loops`."""
@@ -68,7 +71,9 @@ async def _guarded(name: str, loop: Loop, stop: asyncio.Event) -> None:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            event(log, "loop_crashed", logging.ERROR, loop=name, error=type(exc).__name__, detail=str(exc)[:200])
+            event(
+                log, "loop_crashed", logging.ERROR, loop=name, error=type(exc).__name__, detail=str(exc)[:200]
+            )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=1.0)
 
@@ -95,7 +100,9 @@ async def open_runtime(
     own_responder = responder is None
     chosen = responder or make_responder(settings, metrics, prompts)
     braze = BrazeClient(
-        session, settings.braze_rest_endpoint or "http://127.0.0.1:9", settings.braze_api_key or SecretStr(""),
+        session,
+        settings.braze_rest_endpoint or "http://127.0.0.1:9",
+        settings.braze_api_key or SecretStr(""),
         settings.braze_timeout_s,
     )
     services = Services(settings, prompts, chosen, OutboxWriter(settings), metrics)
@@ -103,8 +110,10 @@ async def open_runtime(
     if workers:
         worker = Worker(store, services, handle_turn, metrics, settings)
         sender = BrazeSender(streams, braze, settings, metrics, runtime.owner)
+        jobs = JobRunner(streams, metrics, runtime.owner, settings.queue_partitions, runtime.job_handlers)
         runtime.add_loop("worker", worker.run)
         runtime.add_loop("braze_sender", sender.run)
+        runtime.add_loop("jobs", jobs.run)
     try:
         yield runtime
     finally:

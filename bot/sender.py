@@ -21,13 +21,12 @@ from bot.errors import OutboundError, RateLimited
 from bot.logs import event, mask_id
 from bot.metrics import Metrics
 from bot.models import OutRow
+from bot.partitions import PartitionLeases
 from bot.settings import Settings
 from bot.store.keys import ConvKeys, PartitionKeys
 from bot.store.streams import Entry, Streams
 
 log = logging.getLogger("bot.sender")
-
-OWNERSHIP_TTL_MS = 10_000
 
 
 @dataclass
@@ -45,8 +44,7 @@ class BrazeSender:
         self._braze = braze
         self._settings = settings
         self._metrics = metrics
-        self._owner = owner
-        self._owned: set[int] = set()
+        self._leases = PartitionLeases(streams, "outbox", owner, settings.queue_partitions)
         self._pending: deque[Pending] = deque()
         self._busy: set[str] = set()
         self._paused_until = 0.0
@@ -59,21 +57,19 @@ class BrazeSender:
         return PartitionKeys(part).outbox
 
     async def run(self, stop: asyncio.Event) -> None:
-        for part in range(self._settings.queue_partitions):
-            await self._streams.ensure_group(self._outbox(part))
-        next_lease_check = 0.0
+        await self._leases.ensure_groups()
         while not stop.is_set():
             try:
-                if time.monotonic() >= next_lease_check:
-                    await self._keep_partitions()
-                    next_lease_check = time.monotonic() + OWNERSHIP_TTL_MS / 3000
+                gained, lost = await self._leases.refresh()
+                if lost:
+                    self._pending = deque(p for p in self._pending if p.entry.partition not in lost)
+                for part in gained:
+                    await self._recover(part)
                 block = 5 if self._pending else 50
-                fresh = await self._streams.read(
-                    {p: self._outbox(p) for p in self._owned}, count=500, block_ms=block
-                )
+                fresh = await self._streams.read(self._leases.streams_owned(), count=500, block_ms=block)
                 self._pending.extend(Pending(e, OutRow.model_validate(e.payload)) for e in fresh)
                 await self._dispatch(final=False)
-                if not fresh and not self._owned:
+                if not fresh and not self._leases.owned:
                     await asyncio.sleep(0.05)
                 elif not fresh and self._streams.cluster:
                     await asyncio.sleep(0.005)
@@ -90,27 +86,19 @@ class BrazeSender:
             await self._dispatch(final=True)
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=self._settings.braze_timeout_s + 1)
-        for part in list(self._owned):
-            with contextlib.suppress(Exception):
-                await self._streams.disown(PartitionKeys(part).sender_lease, self._owner)
-        self._owned.clear()
-
-    async def _keep_partitions(self) -> None:
-        for part in range(self._settings.queue_partitions):
-            held = await self._streams.own(PartitionKeys(part).sender_lease, self._owner, OWNERSHIP_TTL_MS)
-            if held and part not in self._owned:
-                self._owned.add(part)
-                await self._recover(part)
-            elif not held and part in self._owned:
-                self._owned.discard(part)
-                self._pending = deque(p for p in self._pending if p.entry.partition != part)
+        with contextlib.suppress(Exception):
+            await self._leases.release_all()
 
     async def _recover(self, part: int) -> None:
         """Rows a previous owner read but never settled: resend, unless a send may have happened."""
-        stale = await self._streams.read({part: self._outbox(part)}, count=10_000, block_ms=None, pending=True)
+        stale = await self._streams.read(
+            {part: self._outbox(part)}, count=10_000, block_ms=None, pending=True
+        )
         if not stale:
             return
-        in_flight = await self._streams.redis.hmget(PartitionKeys(part).outbox_state, [e.stream_id for e in stale])
+        in_flight = await self._streams.redis.hmget(
+            PartitionKeys(part).outbox_state, [e.stream_id for e in stale]
+        )
         for entry, marker in zip(stale, in_flight, strict=True):
             if marker:
                 # The previous owner was mid-request: Braze may have delivered it. A blind resend
@@ -134,12 +122,13 @@ class BrazeSender:
                 continue
             seen.add(conv)
             by_campaign.setdefault(item.row.campaign_id, []).append(item)
-        for campaign, items in by_campaign.items():
-            while items:
-                ripe = final or len(items) >= MAX_RECIPIENTS or now - items[0].seen_at >= self._linger
+        for campaign, waiting in by_campaign.items():
+            queue = list(waiting)
+            while queue:
+                ripe = final or len(queue) >= MAX_RECIPIENTS or now - queue[0].seen_at >= self._linger
                 if not ripe:
                     break
-                batch, items = items[:MAX_RECIPIENTS], items[MAX_RECIPIENTS:]
+                batch, queue = queue[:MAX_RECIPIENTS], queue[MAX_RECIPIENTS:]
                 for item in batch:
                     self._busy.add(item.row.conv)
                     self._pending.remove(item)
@@ -203,7 +192,8 @@ class BrazeSender:
         started = time.monotonic()
         try:
             await with_retries(
-                attempt, attempts=self._settings.braze_max_attempts,
+                attempt,
+                attempts=self._settings.braze_max_attempts,
                 max_wait_s=self._settings.braze_retry_max_wait_s,
             )
         except OutboundError as exc:
@@ -216,7 +206,10 @@ class BrazeSender:
             self._metrics.messages_sent.labels(item.row.kind).inc()
         await self._settle(live)
         event(
-            log, "braze_sent", recipients=len(live), campaign=campaign,
+            log,
+            "braze_sent",
+            recipients=len(live),
+            campaign=campaign,
             ms=round((time.monotonic() - started) * 1000, 1),
         )
 
@@ -231,11 +224,17 @@ class BrazeSender:
     async def _dead(self, entry: Entry, reason: str) -> None:
         await self._streams.dead_letter("send", entry, reason)
         await self._streams.settle(
-            {entry.partition: self._outbox(entry.partition)}, [entry],
+            {entry.partition: self._outbox(entry.partition)},
+            [entry],
             {entry.partition: PartitionKeys(entry.partition).outbox_state},
         )
         self._metrics.dead_letters.labels("send", reason).inc()
         event(
-            log, "dead_letter", logging.WARNING, kind="send", reason=reason,
-            conv=mask_id(str(entry.payload.get("conv", ""))), row=entry.payload.get("id"),
+            log,
+            "dead_letter",
+            logging.WARNING,
+            kind="send",
+            reason=reason,
+            conv=mask_id(str(entry.payload.get("conv", ""))),
+            row=entry.payload.get("id"),
         )

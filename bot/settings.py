@@ -88,7 +88,9 @@ class Settings(BaseSettings):
         if not isinstance(value, str):
             return value
         tokens: dict[str, str] = {}
-        for pair in _split_commas(value):  # type: ignore[union-attr]
+        for pair in value.split(","):
+            if not pair.strip():
+                continue
             agent, sep, token = str(pair).partition(":")
             if not sep or not agent.strip() or not token.strip():
                 raise ValueError("expected agent_id:token pairs separated by commas")
@@ -149,7 +151,7 @@ class Settings(BaseSettings):
 def load_settings(env_file: str | Path | None = ".env", **overrides: object) -> Settings:
     """Build settings, turning validation errors into one readable line per bad variable."""
     try:
-        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+        return Settings(_env_file=env_file, **overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         lines = []
         for error in exc.errors():

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from bot.logs import event, mask_id
 from bot.metrics import Metrics
 from bot.settings import Settings
-from bot.store.conversations import APPLIED, FENCED, LEASE_LOST, SUPERSEDED, REDIS_DOWN, Store
+from bot.store.conversations import APPLIED, FENCED, LEASE_LOST, REDIS_DOWN, SUPERSEDED, Store
 from bot.store.keys import ConvKeys
 from handlers.context import Services, TurnContext
 
@@ -69,13 +69,19 @@ class Worker:
             for conv_id, token in claimed:
                 task = asyncio.create_task(self._turn(conv_id, token))
                 self._turns[conv_id] = (task, token)
-                task.add_done_callback(lambda _t, c=conv_id: self._turns.pop(c, None))
+                task.add_done_callback(self._forget(conv_id))
             if claimed:
                 idle = 0.002
             else:
                 await _sleep_or_stop(stop, idle)
                 idle = min(idle * 2, 0.05)
         await self._shutdown(shutdown_grace_s)
+
+    def _forget(self, conv_id: str) -> Callable[[asyncio.Task[None]], None]:
+        def done(_task: asyncio.Task[None]) -> None:
+            self._turns.pop(conv_id, None)
+
+        return done
 
     async def _shutdown(self, grace_s: float) -> None:
         """Let turns in flight finish; hand back the ones that do not, so another worker takes them now."""
@@ -104,8 +110,14 @@ class Worker:
             raise
         except Exception as exc:
             # The inbox is untouched: the lease expires and the turn is tried again.
-            event(log, "turn_failed", logging.ERROR, conv=mask_id(conv_id), error=type(exc).__name__,
-                  detail=str(exc)[:200])
+            event(
+                log,
+                "turn_failed",
+                logging.ERROR,
+                conv=mask_id(conv_id),
+                error=type(exc).__name__,
+                detail=str(exc)[:200],
+            )
         finally:
             renewer.cancel()
             self._metrics.turns.labels(outcome).inc()
@@ -116,7 +128,9 @@ class Worker:
         while True:
             await asyncio.sleep(every)
             try:
-                held = await self._store.renew(keys, token, self._settings.lease_ttl_ms, int(time.time() * 1000))
+                held = await self._store.renew(
+                    keys, token, self._settings.lease_ttl_ms, int(time.time() * 1000)
+                )
             except REDIS_DOWN:
                 continue
             if not held:
@@ -135,15 +149,24 @@ class Worker:
                 ctx.mutation.consume = len(loaded.entries)
             final = attempt >= settings.max_supersede
             result = await self._store.apply(
-                keys, ctx.mutation, now=now, token=token,
-                expect_epoch=loaded.state.epoch, expect_status=loaded.state.status,
+                keys,
+                ctx.mutation,
+                now=now,
+                token=token,
+                expect_epoch=loaded.state.epoch,
+                expect_status=loaded.state.status,
                 inbox_seen=-1 if final else loaded.inbox_len,
             )
             if result.code == APPLIED:
                 if loaded.entries:
                     event(
-                        log, "turn", conv=mask_id(keys.conv_id), status=loaded.state.status,
-                        messages=len(loaded.entries), replies=len(ctx.mutation.out), attempt=attempt,
+                        log,
+                        "turn",
+                        conv=mask_id(keys.conv_id),
+                        status=loaded.state.status,
+                        messages=len(loaded.entries),
+                        replies=len(ctx.mutation.out),
+                        attempt=attempt,
                     )
                 return "done" if loaded.entries else "empty"
             if result.code == LEASE_LOST:
@@ -152,8 +175,12 @@ class Worker:
             if result.code in (FENCED, SUPERSEDED):
                 if result.code == FENCED and ctx.mutation.out:
                     self._metrics.discarded.labels("human_took_over").inc()
-                event(log, "turn_recomputed", conv=mask_id(keys.conv_id),
-                      why="fenced" if result.code == FENCED else "superseded")
+                event(
+                    log,
+                    "turn_recomputed",
+                    conv=mask_id(keys.conv_id),
+                    why="fenced" if result.code == FENCED else "superseded",
+                )
                 continue
         return "gave_up"
 

@@ -69,7 +69,9 @@ async def bot_turn(ctx: TurnContext) -> None:
         await _converse(ctx)
     except LlmError as exc:
         failures = ctx.state.llm_failures + 1
-        event(log, "llm_failed", logging.WARNING, conv=mask_id(ctx.state.id), error=str(exc), failures=failures)
+        event(
+            log, "llm_failed", logging.WARNING, conv=mask_id(ctx.state.id), error=str(exc), failures=failures
+        )
         ctx.mutation.set["llm_failures"] = failures
         if failures >= LLM_FAILURES_BEFORE_HANDOFF:
             request_handoff(ctx, reason="the assistant failed repeatedly", trigger="llm_failure")
@@ -113,7 +115,9 @@ def _run_tools(ctx: TurnContext, completion: Completion, messages: list[dict[str
     ended = False
     for call in completion.tool_calls:
         if call.name == "handoff_to_agent":
-            request_handoff(ctx, reason=reason_of(call.arguments) or "requested by the assistant", trigger="llm")
+            request_handoff(
+                ctx, reason=reason_of(call.arguments) or "requested by the assistant", trigger="llm"
+            )
             result: dict[str, Any] = {"ok": True}
             ended = True
         elif call.name == "request_phone_call":
@@ -124,7 +128,9 @@ def _run_tools(ctx: TurnContext, completion: Completion, messages: list[dict[str
             accepted, refused = validate_profile(call.arguments)
             if accepted:
                 ctx.track_attributes(accepted)
-                ctx.mutation.audit.append({"at": ctx.now, "event": "profile_updated", "fields": sorted(accepted)})
+                ctx.mutation.audit.append(
+                    {"at": ctx.now, "event": "profile_updated", "fields": sorted(accepted)}
+                )
             result = {"saved": sorted(accepted), "refused": refused}
         else:
             result = {"error": f"unknown tool {call.name}"}

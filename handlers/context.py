@@ -83,7 +83,9 @@ class TurnContext:
         self.mutation.audit.append(
             {"at": self.now, "from": self.state.status, "to": status, "by": by, "reason": reason}
         )
-        self.mutation.publish.append({"type": "status", "id": self.state.id, "status": status, "at": self.now})
+        self.mutation.publish.append(
+            {"type": "status", "id": self.state.id, "status": status, "at": self.now}
+        )
 
     def track_event(self, name: str, properties: dict[str, Any] | None = None) -> None:
         """A Braze custom event for this user, batched to `/users/track` by the profile loop."""

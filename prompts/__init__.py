@@ -40,7 +40,8 @@ def load_prompts() -> Prompts:
     faq_raw = yaml.safe_load(_read("faq.yaml"))
     faq = tuple(
         FaqEntry(
-            question=str(item["question"]), answer=str(item["answer"]).strip(),
+            question=str(item["question"]),
+            answer=str(item["answer"]).strip(),
             keywords=tuple(str(k) for k in item.get("keywords", [])),
         )
         for item in faq_raw["entries"]

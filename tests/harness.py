@@ -49,12 +49,21 @@ def make_settings(braze_url: str, llm_url: str | None, redis_url: str, **overrid
         "queue_partitions": 4,
     }
     values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values)
 
 
-def inbound(message: str = "hello", user_id: str = "u-123", phone: str = "+15551234567", **extra: Any) -> dict[str, Any]:
-    body = {"user_id": user_id, "phone_number": phone, "message": message, "message_id": "", "profile_name": "",
-            "media_urls": "", "sent_at": ""}
+def inbound(
+    message: str = "hello", user_id: str = "u-123", phone: str = "+15551234567", **extra: Any
+) -> dict[str, Any]:
+    body = {
+        "user_id": user_id,
+        "phone_number": phone,
+        "message": message,
+        "message_id": "",
+        "profile_name": "",
+        "media_urls": "",
+        "sent_at": "",
+    }
     body.update(extra)
     return body
 
@@ -74,9 +83,15 @@ class Broker:
     def runtime(self) -> Runtime:
         return self.app[RUNTIME]
 
-    async def post(self, body: Any, *, secret: str | None = SECRET, raw: bytes | None = None,
-                   path: str = "/webhooks/braze/whatsapp", headers: dict[str, str] | None = None,
-                   ) -> tuple[int, Any]:
+    async def post(
+        self,
+        body: Any,
+        *,
+        secret: str | None = SECRET,
+        raw: bytes | None = None,
+        path: str = "/webhooks/braze/whatsapp",
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
         sent_headers = dict(headers or {})
         if secret is not None:
             sent_headers["Authorization"] = f"Bearer {secret}"
@@ -96,10 +111,14 @@ class Broker:
             except (aiohttp.ContentTypeError, ValueError):
                 return resp.status, await resp.text()
 
-    async def say(self, text: str, user_id: str = "u-123", phone: str = "+15551234567", **extra: Any) -> tuple[int, Any]:
+    async def say(
+        self, text: str, user_id: str = "u-123", phone: str = "+15551234567", **extra: Any
+    ) -> tuple[int, Any]:
         return await self.post(inbound(text, user_id, phone, **extra))
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    async def wait_for(
+        self, predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition"
+    ) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if predicate():
@@ -109,7 +128,9 @@ class Broker:
 
     async def replies(self, user: str, count: int = 1, timeout: float = 10.0) -> list[str]:
         """Wait until `user` has received at least `count` messages; return them all."""
-        await self.wait_for(lambda: len(self.braze.messages_for(user)) >= count, timeout, f"{count} replies to {user}")
+        await self.wait_for(
+            lambda: len(self.braze.messages_for(user)) >= count, timeout, f"{count} replies to {user}"
+        )
         return self.braze.messages_for(user)
 
     async def settle(self, seconds: float = 0.3) -> None:

@@ -45,8 +45,13 @@ class BrazeClient:
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         answer = await call_json(
-            "braze", self._session, "POST", self._endpoint + path,
-            timeout_s=self._timeout_s, json=body, headers=self._headers,
+            "braze",
+            self._session,
+            "POST",
+            self._endpoint + path,
+            timeout_s=self._timeout_s,
+            json=body,
+            headers=self._headers,
         )
         if not isinstance(answer, dict):
             return {}

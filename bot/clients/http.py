@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from email.utils import parsedate_to_datetime
@@ -69,7 +68,7 @@ async def call_json(
             method, url, timeout=aiohttp.ClientTimeout(total=timeout_s), **kwargs
         ) as resp:
             return await check_response(service, resp)
-    except (TimeoutError, asyncio.TimeoutError) as exc:
+    except TimeoutError as exc:
         raise OutboundError(service, "timed out", retryable=True) from exc
     except aiohttp.ClientError as exc:
         raise OutboundError(service, f"network error: {type(exc).__name__}", retryable=True) from exc
@@ -91,9 +90,7 @@ def _wait(max_wait_s: float) -> Callable[[RetryCallState], float]:
     return wait
 
 
-async def with_retries(
-    call: Callable[[], Awaitable[T]], *, attempts: int, max_wait_s: float = 30.0
-) -> T:
+async def with_retries(call: Callable[[], Awaitable[T]], *, attempts: int, max_wait_s: float = 30.0) -> T:
     """Run `call` until it succeeds, fails for good, or `attempts` are spent (then the last error)."""
     retrying = AsyncRetrying(
         retry=retry_if_exception(_retryable),

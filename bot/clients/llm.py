@@ -68,8 +68,11 @@ class OpenAIResponder:
         extra: dict[str, Any] = {"tools": tools} if tools else {}
         try:
             resp = await self._client.chat.completions.create(
-                model=self._model, messages=messages,  # type: ignore[arg-type]
-                max_tokens=self._max_tokens, user=user, **extra,
+                model=self._model,
+                messages=messages,  # type: ignore[arg-type]
+                max_tokens=self._max_tokens,
+                user=user,
+                **extra,
             )
         except openai.APITimeoutError as exc:
             self._metrics.llm_errors.labels("timeout").inc()

@@ -54,8 +54,9 @@ class BrazeStandIn:
         self.app.router.add_post("/users/track", self._users_track)
 
     # -- control -------------------------------------------------------------------------------
-    def fail_next(self, path: str, status: int, times: int = 1, *, reset_in_s: float | None = None,
-                  delay_s: float = 0.0) -> None:
+    def fail_next(
+        self, path: str, status: int, times: int = 1, *, reset_in_s: float | None = None, delay_s: float = 0.0
+    ) -> None:
         headers = {}
         if reset_in_s is not None:
             headers["X-RateLimit-Reset"] = str(int(time.time() + reset_in_s) + (1 if reset_in_s % 1 else 0))
@@ -73,7 +74,11 @@ class BrazeStandIn:
     # -- wire ----------------------------------------------------------------------------------
     def _rate_headers(self) -> dict[str, str]:
         reset = int(time.time() // 3600 + 1) * 3600
-        return {"X-RateLimit-Limit": "250000", "X-RateLimit-Remaining": "249000", "X-RateLimit-Reset": str(reset)}
+        return {
+            "X-RateLimit-Limit": "250000",
+            "X-RateLimit-Remaining": "249000",
+            "X-RateLimit-Reset": str(reset),
+        }
 
     async def _gate(self, request: web.Request) -> tuple[web.Response | None, dict[str, Any]]:
         path = request.path
@@ -81,8 +86,13 @@ class BrazeStandIn:
             body = await request.json()
         except (ValueError, UnicodeDecodeError):
             body = {}
-        record = {"path": path, "body": body, "at": time.time(), "status": 0,
-                  "auth": request.headers.get("Authorization", "")}
+        record = {
+            "path": path,
+            "body": body,
+            "at": time.time(),
+            "status": 0,
+            "auth": request.headers.get("Authorization", ""),
+        }
         self.requests.append(record)
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
@@ -91,8 +101,11 @@ class BrazeStandIn:
             if fault.delay_s:
                 await asyncio.sleep(fault.delay_s)
             record["status"] = fault.status
-            return web.json_response({"message": f"simulated HTTP {fault.status}"}, status=fault.status,
-                                     headers={**self._rate_headers(), **fault.headers}), body
+            return web.json_response(
+                {"message": f"simulated HTTP {fault.status}"},
+                status=fault.status,
+                headers={**self._rate_headers(), **fault.headers},
+            ), body
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":
             record["status"] = 401
             return web.json_response({"message": "Invalid API Key"}, status=401), body
@@ -122,7 +135,9 @@ class BrazeStandIn:
                 listener(item)
         record["status"] = 201
         return web.json_response(
-            {"dispatch_id": uuid.uuid4().hex[:24], "message": "success"}, status=201, headers=self._rate_headers()
+            {"dispatch_id": uuid.uuid4().hex[:24], "message": "success"},
+            status=201,
+            headers=self._rate_headers(),
         )
 
     async def _users_track(self, request: web.Request) -> web.Response:

@@ -45,8 +45,17 @@ class SimUser:
 
 
 class Simulation:
-    def __init__(self, settings: Settings, standin: BrazeStandIn, broker_url: str, secret: str,
-                 agent_token: str, app: web.Application, http: aiohttp.ClientSession) -> None:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        standin: BrazeStandIn,
+        broker_url: str,
+        secret: str,
+        agent_token: str,
+        app: web.Application,
+        http: aiohttp.ClientSession,
+    ) -> None:
         self.settings = settings
         self.agent_token = agent_token
         self.app = app
@@ -59,12 +68,17 @@ class Simulation:
     async def send(self, user: SimUser, text: str, *, message_id: str | None = None) -> dict[str, Any]:
         """Deliver `text` as Braze's webhook campaign would."""
         body = {
-            "user_id": user.user_id, "phone_number": user.phone, "message": text,
-            "message_id": message_id or uuid.uuid4().hex[:16], "profile_name": user.name,
-            "media_urls": "", "sent_at": "",
+            "user_id": user.user_id,
+            "phone_number": user.phone,
+            "message": text,
+            "message_id": message_id or uuid.uuid4().hex[:16],
+            "profile_name": user.name,
+            "media_urls": "",
+            "sent_at": "",
         }
         async with self.http.post(
-            f"{self.broker_url}/webhooks/braze/whatsapp", json=body,
+            f"{self.broker_url}/webhooks/braze/whatsapp",
+            json=body,
             headers={"Authorization": f"Bearer {self.secret}"},
         ) as resp:
             answer: dict[str, Any] = await resp.json()
@@ -105,7 +119,9 @@ def sim_settings(base: Settings, standin_url: str, secret: str, agent_token: str
     )
 
 
-async def serve_app(app: web.Application, host: str = "127.0.0.1", port: int = 0) -> tuple[web.AppRunner, str]:
+async def serve_app(
+    app: web.Application, host: str = "127.0.0.1", port: int = 0
+) -> tuple[web.AppRunner, str]:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
@@ -137,7 +153,15 @@ async def simulation(
     broker_runner, broker_url = await serve_app(app, port=port)
     http = aiohttp.ClientSession()
     try:
-        yield Simulation(settings, standin, broker_url, secret, token, app, http)
+        yield Simulation(
+            settings=settings,
+            standin=standin,
+            broker_url=broker_url,
+            secret=secret,
+            agent_token=token,
+            app=app,
+            http=http,
+        )
     finally:
         await http.close()
         await broker_runner.cleanup()

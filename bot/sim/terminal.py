@@ -42,7 +42,9 @@ async def run_terminal(settings: Settings) -> int:
                 if command == "/quit":
                     break
                 if command == "/user" and args:
-                    user = SimUser("" if args[0] == "-" else args[0], args[1] if len(args) > 1 else user.phone)
+                    user = SimUser(
+                        "" if args[0] == "-" else args[0], args[1] if len(args) > 1 else user.phone
+                    )
                     print(f"now talking as {user.address}", flush=True)
                 elif command == "/status":
                     state = await sim.runtime.store.state(user.user_id or user.phone)
@@ -54,11 +56,10 @@ async def run_terminal(settings: Settings) -> int:
             if answer["http_status"] >= 400:
                 print(f"error: {answer.get('error', answer)}", file=sys.stderr, flush=True)
                 continue
-            if not interactive:
-                # Piped input reads like a person who waits for the answer before typing on.
-                if not await sim.wait_idle():
-                    print("error: the bot did not finish answering in time", file=sys.stderr)
-                    return 1
+            # Piped input reads like a person who waits for the answer before typing on.
+            if not interactive and not await sim.wait_idle():
+                print("error: the bot did not finish answering in time", file=sys.stderr)
+                return 1
         if not await sim.wait_idle():
             print("error: the bot did not finish answering in time", file=sys.stderr)
             return 1

@@ -193,7 +193,12 @@ class Store:
         code, epoch, remaining = await self._apply(
             keys=keys.apply_keys(),
             args=[
-                keys.conv_id, token, expect_epoch, expect_status, inbox_seen, repr(now),
+                keys.conv_id,
+                token,
+                expect_epoch,
+                expect_status,
+                inbox_seen,
+                repr(now),
                 mutation.to_json(self.history_keep),
             ],
         )

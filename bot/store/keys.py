@@ -49,9 +49,12 @@ class PartitionKeys:
     def jobs(self) -> str:
         return f"jobs:{self.tag}"
 
-    @property
-    def sender_lease(self) -> str:
-        return f"slease:{self.tag}"
+    def consumer_lease(self, stream: str) -> str:
+        """Held by the one process that reads this partition's `stream` (outbox, jobs, track)."""
+        return f"clease:{stream}:{self.tag}"
+
+    def stream(self, kind: str) -> str:
+        return {"outbox": self.outbox, "jobs": self.jobs, "track": self.track}[kind]
 
     def status_index(self, status: Status) -> str:
         return f"idx:{self.tag}:{status}"
@@ -96,6 +99,14 @@ class ConvKeys:
         """KEYS of apply.lua, in its order."""
         p = self.part
         return [
-            self.conv, self.inbox, self.history, self.lease, p.ready, p.outbox, p.track, p.jobs,
-            self.audit, *(p.status_index(s) for s in STATUSES),
+            self.conv,
+            self.inbox,
+            self.history,
+            self.lease,
+            p.ready,
+            p.outbox,
+            p.track,
+            p.jobs,
+            self.audit,
+            *(p.status_index(s) for s in STATUSES),
         ]

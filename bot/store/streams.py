@@ -45,7 +45,9 @@ class Streams:
     async def own(self, lease_key: str, owner: str, ttl_ms: int) -> bool:
         return bool(await self._own(keys=[lease_key], args=[owner, ttl_ms]))
 
-    async def disown(self, lease_key: str, owner: str, ready_key: str | None = None, member: str = "") -> bool:
+    async def disown(
+        self, lease_key: str, owner: str, ready_key: str | None = None, member: str = ""
+    ) -> bool:
         keys = [lease_key] + ([ready_key] if ready_key else [])
         return bool(await self._disown(keys=keys, args=[owner, member]))
 
@@ -77,7 +79,9 @@ class Streams:
                         entries.append(Entry(by_name[name], stream_id, json.loads(fields["r"])))
         return entries
 
-    async def settle(self, stream_of: dict[int, str], entries: list[Entry], state_key_of: dict[int, str]) -> None:
+    async def settle(
+        self, stream_of: dict[int, str], entries: list[Entry], state_key_of: dict[int, str] | None = None
+    ) -> None:
         """Acknowledge and delete finished entries (and their in-flight markers)."""
         if not entries:
             return
@@ -85,7 +89,8 @@ class Streams:
             for e in entries:
                 pipe.xack(stream_of[e.partition], GROUP, e.stream_id)
                 pipe.xdel(stream_of[e.partition], e.stream_id)
-                pipe.hdel(state_key_of[e.partition], e.stream_id)
+                if state_key_of:
+                    pipe.hdel(state_key_of[e.partition], e.stream_id)
             await pipe.execute()
 
     async def dead_letter(self, kind: str, entry: Entry, reason: str, attempts: int = 0) -> None:
@@ -93,7 +98,10 @@ class Streams:
         await self.redis.xadd(
             dead,
             {
-                "kind": kind, "reason": reason, "at": repr(time.time()), "attempts": attempts,
+                "kind": kind,
+                "reason": reason,
+                "at": repr(time.time()),
+                "attempts": attempts,
                 "payload": json.dumps(entry.payload),
             },
         )

@@ -81,8 +81,14 @@ async def braze_whatsapp(request: web.Request) -> web.Response:
         digest, ttl = hashlib.sha256(raw).hexdigest()[:32], DEDUPE_BODY_S
     now = time.time()
     entry = InboxEntry(
-        id=uuid.uuid4().hex, text=inbound.message, at=now, user_id=inbound.user_id, phone=inbound.phone_number,
-        message_id=inbound.message_id, profile_name=inbound.profile_name, media_urls=inbound.media_urls,
+        id=uuid.uuid4().hex,
+        text=inbound.message,
+        at=now,
+        user_id=inbound.user_id,
+        phone=inbound.phone_number,
+        message_id=inbound.message_id,
+        profile_name=inbound.profile_name,
+        media_urls=inbound.media_urls,
     )
     try:
         fresh = await rt.store.accept(rt.store.keys(conv), digest, ttl, entry, int(now * 1000))

@@ -18,7 +18,9 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     if await request.app[RUNTIME].store.ping():
         return web.json_response({"status": "ready"})
-    return web.json_response({"error": {"code": "store_unavailable", "message": "Redis unreachable"}}, status=503)
+    return web.json_response(
+        {"error": {"code": "store_unavailable", "message": "Redis unreachable"}}, status=503
+    )
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -10,18 +10,30 @@ from tests.harness import REPLY_CAMPAIGN, Broker, inbound
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures"
 
 
-def fixture(name: str) -> dict[str, object]:
+def fixture(name: str) -> dict[str, str]:
     path = FIXTURES / name
     if path.exists():
         return dict(json.loads(path.read_text()))
     # The contract's example bodies, for a checkout without ../shared beside it.
     return {
-        "braze_inbound.json": {"user_id": "u-123", "phone_number": "+15551234567", "message": "Hi, where is my order?",
-                               "message_id": "5f1c2a9e0b7d4c1e", "profile_name": "Jane", "media_urls": "",
-                               "sent_at": "2026-11-20T10:15:00Z"},
-        "braze_inbound_unknown_number.json": {"user_id": "", "phone_number": "+447700900123", "message": "hello",
-                                              "message_id": "8a2b3c4d5e6f7081", "profile_name": "",
-                                              "media_urls": "", "sent_at": ""},
+        "braze_inbound.json": {
+            "user_id": "u-123",
+            "phone_number": "+15551234567",
+            "message": "Hi, where is my order?",
+            "message_id": "5f1c2a9e0b7d4c1e",
+            "profile_name": "Jane",
+            "media_urls": "",
+            "sent_at": "2026-11-20T10:15:00Z",
+        },
+        "braze_inbound_unknown_number.json": {
+            "user_id": "",
+            "phone_number": "+447700900123",
+            "message": "hello",
+            "message_id": "8a2b3c4d5e6f7081",
+            "profile_name": "",
+            "media_urls": "",
+            "sent_at": "",
+        },
     }[name]
 
 
@@ -35,8 +47,12 @@ async def test_contract_body_yields_exactly_one_trigger_send(broker: Broker) -> 
     request = sends[0]["body"]
     assert request == {
         "campaign_id": REPLY_CAMPAIGN,
-        "recipients": [{"external_user_id": "u-123",
-                        "trigger_properties": {"external_system_msg_body": "Echo: Hi, where is my order?"}}],
+        "recipients": [
+            {
+                "external_user_id": "u-123",
+                "trigger_properties": {"external_system_msg_body": "Echo: Hi, where is my order?"},
+            }
+        ],
     }
     assert sends[0]["auth"] == "Bearer test-braze-key"
 

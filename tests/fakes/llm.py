@@ -13,7 +13,9 @@ from aiohttp import web
 Script = Callable[[dict[str, Any]], dict[str, Any] | None]
 
 
-def completion(text: str | None = None, tool_calls: list[tuple[str, dict[str, Any]]] | None = None) -> dict[str, Any]:
+def completion(
+    text: str | None = None, tool_calls: list[tuple[str, dict[str, Any]]] | None = None
+) -> dict[str, Any]:
     """A Chat Completions answer with `text` and/or tool calls `[(name, arguments)]`."""
     message: dict[str, Any] = {"role": "assistant", "content": text}
     if tool_calls:
@@ -22,8 +24,13 @@ def completion(text: str | None = None, tool_calls: list[tuple[str, dict[str, An
             for i, (name, args) in enumerate(tool_calls)
         ]
     return {
-        "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()), "model": "fake",
-        "choices": [{"index": 0, "finish_reason": "tool_calls" if tool_calls else "stop", "message": message}],
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": "fake",
+        "choices": [
+            {"index": 0, "finish_reason": "tool_calls" if tool_calls else "stop", "message": message}
+        ],
         "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
     }
 
@@ -63,8 +70,9 @@ class FakeLLM:
                 fault = self.faults.pop(0)
                 if fault == "hang":
                     await asyncio.sleep(3600)
-                return web.json_response({"error": {"message": "simulated", "type": "server_error"}},
-                                         status=int(fault))
+                return web.json_response(
+                    {"error": {"message": "simulated", "type": "server_error"}}, status=int(fault)
+                )
             if self.latency_s:
                 await asyncio.sleep(self.latency_s)
             answer = self.script(body) if self.script else None
