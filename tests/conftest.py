@@ -46,3 +46,6 @@ async def broker(redis_url: str) -> AsyncIterator[Broker]:
 @pytest.fixture
 def settings_overrides() -> dict[str, Any]:
     return {}
+
+
+pytest_plugins = ["tests.browser"]
