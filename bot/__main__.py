@@ -38,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--script", type=Path, help="run a conversation script and check its expectations")
     simulate.add_argument("--port", type=int, default=0, help="port of the web simulator (default: any free)")
     simulate.add_argument("--env-file", default=".env")
+    from bot.deadletters import add_cli
+
+    add_cli(sub)
     return parser
 
 
@@ -131,6 +134,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             if embedded:
                 embedded.stop()
         return 0
+    if args.command == "dead":
+        if not settings.redis_url:
+            _refuse(["REDIS_URL is required for `dead` (the broker's Redis)"])
+        from bot.deadletters import run_cli
+
+        assert settings.redis_url
+        return run_cli(settings.redis_url, settings.queue_partitions, args)
     if args.command == "worker":
         missing = settings.missing_for_worker()
         if not settings.redis_url:

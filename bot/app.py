@@ -12,7 +12,7 @@ from bot.appkeys import RUNTIME
 from bot.clients.llm import Responder
 from bot.runtime import open_runtime
 from bot.settings import Settings
-from bot.web import braze_webhook, health
+from bot.web import admin, braze_webhook, health
 from bot.web.common import json_errors
 
 
@@ -38,4 +38,5 @@ def create_app(
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/metrics", health.metrics)
+    admin.add_routes(app)
     return app

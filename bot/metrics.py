@@ -58,6 +58,15 @@ class Metrics:
             ["kind", "reason"],
             registry=r,
         )
+        self.dead_letter_replays = Counter(
+            "broker_dead_letter_replays_total",
+            "Dead letters an operator put back in their original stream",
+            ["kind"],
+            registry=r,
+        )
+        self.dead_letter_drops = Counter(
+            "broker_dead_letter_drops_total", "Dead letters an operator deleted", ["kind"], registry=r
+        )
         self.dead_letter_depth = Gauge(
             "broker_dead_letter_depth", "Entries in the dead-letter streams now", registry=r
         )

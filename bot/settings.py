@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     history_keep: int = Field(60, ge=10)
 
     agent_api_tokens: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    # Operators' tokens for /admin/* (dead letters); same `agent_id:token` format.
+    admin_api_tokens: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     handoff_keywords: CommaList = ("agent", "human", "representative", "operator")
     optout_keywords: CommaList = ("stop", "unsubscribe")
     optin_keywords: CommaList = ("start",)
@@ -82,7 +84,7 @@ class Settings(BaseSettings):
     def _keywords(cls, value: object) -> object:
         return _split_commas(value)
 
-    @field_validator("agent_api_tokens", mode="before")
+    @field_validator("agent_api_tokens", "admin_api_tokens", mode="before")
     @classmethod
     def _tokens(cls, value: object) -> object:
         if not isinstance(value, str):

@@ -1,0 +1,127 @@
+"""`/admin/dead-letters…`: operators list, replay and drop dead letters (ADMIN_API_TOKENS bearer)."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Literal
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bot.appkeys import RUNTIME
+from bot.deadletters import DeadLetters
+from bot.logs import event
+from bot.store.conversations import REDIS_DOWN
+from bot.web.common import error
+
+log = logging.getLogger("bot.web.admin")
+
+View = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ListQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["send", "job", "track"] | None = None
+    reason: str | None = Field(None, max_length=200)
+    limit: int = Field(100, ge=1, le=1000)
+
+
+class ReplayAllQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["send", "job", "track"] | None = None
+    reason: str | None = Field(None, max_length=200)
+
+
+def admin_of(request: web.Request) -> str | None:
+    """The operator named by the request's Bearer token, compared in constant time; else None."""
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Bearer "):
+        return None
+    given = header.removeprefix("Bearer ").strip().encode()
+    found = None
+    for token, admin in request.app[RUNTIME].settings.admin_api_tokens.items():
+        if hmac.compare_digest(given, token.encode()):
+            found = admin
+    return found
+
+
+def _guarded(view: Callable[[web.Request, str, DeadLetters], Awaitable[web.Response]]) -> View:
+    """Auth first, then the view with the caller's name; Redis trouble is a 503, never a 500."""
+
+    async def wrapper(request: web.Request) -> web.StreamResponse:
+        admin = admin_of(request)
+        if admin is None:
+            return error(401, "unauthorized", "missing or wrong admin token")
+        rt = request.app[RUNTIME]
+        try:
+            return await view(request, admin, DeadLetters(rt.redis, rt.settings.queue_partitions, rt.metrics))
+        except REDIS_DOWN as exc:
+            event(log, "admin_store_unavailable", logging.WARNING, error=type(exc).__name__)
+            return error(503, "store_unavailable", "message store unavailable, retry later")
+
+    return wrapper
+
+
+def _query_error(exc: ValidationError) -> web.Response:
+    fields = {".".join(str(p) for p in e["loc"]) or "query": e["msg"] for e in exc.errors()}
+    return error(422, "invalid_fields", "; ".join(f"{k}: {v}" for k, v in fields.items()), fields=fields)
+
+
+def _not_found() -> web.Response:
+    return error(404, "not_found", "no such dead letter (already replayed or dropped?)")
+
+
+@_guarded
+async def list_dead_letters(request: web.Request, admin: str, dead: DeadLetters) -> web.Response:
+    try:
+        query = ListQuery.model_validate(dict(request.query))
+    except ValidationError as exc:
+        return _query_error(exc)
+    letters = await dead.find(limit=query.limit, kind=query.kind, reason=query.reason)
+    return web.json_response({"dead_letters": [d.summary() for d in letters], "total": await dead.total()})
+
+
+@_guarded
+async def show_dead_letter(request: web.Request, admin: str, dead: DeadLetters) -> web.Response:
+    dead_id = request.match_info["id"]
+    letter = await dead.get(dead_id)
+    if letter is None:
+        return _not_found()
+    return web.json_response({"dead_letter": {**letter.summary(), "payload": letter.payload}})
+
+
+@_guarded
+async def replay_dead_letter(request: web.Request, admin: str, dead: DeadLetters) -> web.Response:
+    dead_id = request.match_info["id"]
+    new_id = await dead.replay(dead_id, by=admin)
+    if new_id is None:
+        return _not_found()
+    return web.json_response({"status": "replayed", "id": dead_id})
+
+
+@_guarded
+async def replay_all_dead_letters(request: web.Request, admin: str, dead: DeadLetters) -> web.Response:
+    try:
+        query = ReplayAllQuery.model_validate(dict(request.query))
+    except ValidationError as exc:
+        return _query_error(exc)
+    count = await dead.replay_all(by=admin, kind=query.kind, reason=query.reason)
+    return web.json_response({"status": "replayed", "replayed": count})
+
+
+@_guarded
+async def drop_dead_letter(request: web.Request, admin: str, dead: DeadLetters) -> web.Response:
+    dead_id = request.match_info["id"]
+    if not await dead.drop(dead_id, by=admin):
+        return _not_found()
+    return web.json_response({"status": "dropped", "id": dead_id})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/admin/dead-letters", list_dead_letters)
+    app.router.add_post("/admin/dead-letters/replay-all", replay_all_dead_letters)
+    app.router.add_get("/admin/dead-letters/{id}", show_dead_letter)
+    app.router.add_post("/admin/dead-letters/{id}/replay", replay_dead_letter)
+    app.router.add_delete("/admin/dead-letters/{id}", drop_dead_letter)

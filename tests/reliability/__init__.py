@@ -1,0 +1,1 @@
+"""Reliability and security: dead letters, recovery, limits, injection, secrets, soak, API fuzzing."""
