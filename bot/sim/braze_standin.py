@@ -11,7 +11,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,7 +49,8 @@ class BrazeStandIn:
         self.delay_s = 0.0
         self.track_errors: Callable[[dict[str, Any]], list[dict[str, Any]]] | None = None
         self._listeners: list[Callable[[Delivered], None]] = []
-        self.app = web.Application(client_max_size=4 * 1024 * 1024)
+        self._request_listeners: list[Callable[[dict[str, Any]], None]] = []
+        self.app = web.Application(client_max_size=4 * 1024 * 1024, middlewares=[self._notify])
         self.app.router.add_post("/campaigns/trigger/send", self._trigger_send)
         self.app.router.add_post("/users/track", self._users_track)
 
@@ -65,6 +66,10 @@ class BrazeStandIn:
     def on_delivery(self, listener: Callable[[Delivered], None]) -> None:
         self._listeners.append(listener)
 
+    def on_request(self, listener: Callable[[dict[str, Any]], None]) -> None:
+        """Called with each request's record once its answer (status) is decided."""
+        self._request_listeners.append(listener)
+
     def messages_for(self, user: str) -> list[str]:
         return [d.text for d in self.delivered if d.user == user]
 
@@ -72,6 +77,17 @@ class BrazeStandIn:
         return [r for r in self.requests if r["path"] == "/campaigns/trigger/send" and r["status"] == 201]
 
     # -- wire ----------------------------------------------------------------------------------
+    @web.middleware
+    async def _notify(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        response = await handler(request)
+        record = request.get("record")
+        if record is not None:
+            for listener in self._request_listeners:
+                listener(record)
+        return response
+
     def _rate_headers(self) -> dict[str, str]:
         reset = int(time.time() // 3600 + 1) * 3600
         return {
@@ -94,6 +110,7 @@ class BrazeStandIn:
             "auth": request.headers.get("Authorization", ""),
         }
         self.requests.append(record)
+        request["record"] = record
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         if self.faults.get(path):

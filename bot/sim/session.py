@@ -8,7 +8,7 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from pydantic import SecretStr
 
 from bot.app import create_app
 from bot.appkeys import RUNTIME
+from bot.clients.llm import Responder
 from bot.logs import event
 from bot.runtime import Runtime
 from bot.settings import Settings
@@ -135,9 +136,20 @@ async def serve_app(
 
 @contextlib.asynccontextmanager
 async def simulation(
-    base: Settings, *, data_dir: Path | None = None, port: int = 0, agent_token: str | None = None
+    base: Settings,
+    *,
+    data_dir: Path | None = None,
+    port: int = 0,
+    agent_token: str | None = None,
+    responder: Responder | None = None,
+    setup_app: Callable[[web.Application], None] | None = None,
 ) -> AsyncIterator[Simulation]:
-    """Start everything; `data_dir` keeps the private Redis's data (None: in memory only)."""
+    """Start everything; `data_dir` keeps the private Redis's data (None: in memory only).
+
+    `responder` replaces the one the settings select (the web simulator wraps it to inject LLM
+    faults); `setup_app` adds routes to the broker app before it starts (the simulator's page is
+    served from the broker's origin so its links into the agent console work).
+    """
     embedded: EmbeddedRedis | None = None
     redis_url = base.redis_url
     if not redis_url:
@@ -149,7 +161,9 @@ async def simulation(
     secret = secrets.token_urlsafe(16)
     token = agent_token or secrets.token_urlsafe(16)
     settings = sim_settings(base, standin_url, secret, token)
-    app = create_app(settings, redis_url)
+    app = create_app(settings, redis_url, responder=responder)
+    if setup_app is not None:
+        setup_app(app)
     broker_runner, broker_url = await serve_app(app, port=port)
     http = aiohttp.ClientSession()
     try:
