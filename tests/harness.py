@@ -152,6 +152,7 @@ async def start_broker(redis_url: str, *, workers: bool = True, **overrides: Any
         yield Broker(url, settings, app, braze, llm, http, braze_url, llm_url)
     finally:
         await http.close()
+        llm.release()
         await runner.cleanup()
         await llm_runner.cleanup()
         await braze_runner.cleanup()

@@ -50,8 +50,13 @@ class FakeLLM:
         self.active: dict[str, int] = {}
         self.overlaps: list[str] = []
         self.started = asyncio.Event()
+        self._released = asyncio.Event()
         self.app = web.Application()
         self.app.router.add_post("/v1/chat/completions", self._complete)
+
+    def release(self) -> None:
+        """End every hanging answer (so the server can shut down at once)."""
+        self._released.set()
 
     def user_messages(self, index: int = -1) -> list[str]:
         """The user-role contents of one recorded request, in order."""
@@ -69,7 +74,7 @@ class FakeLLM:
             if self.faults:
                 fault = self.faults.pop(0)
                 if fault == "hang":
-                    await asyncio.sleep(3600)
+                    await self._released.wait()
                 return web.json_response(
                     {"error": {"message": "simulated", "type": "server_error"}}, status=int(fault)
                 )
