@@ -37,6 +37,11 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--web", action="store_true", help="open the chat in a browser page")
     simulate.add_argument("--script", type=Path, help="run a conversation script and check its expectations")
     simulate.add_argument("--port", type=int, default=0, help="port of the web simulator (default: any free)")
+    simulate.add_argument(
+        "--llm",
+        choices=["faq", "scripted", "env"],
+        help="with --script: which model answers, overriding the script's `llm:` (env = OPENAI_* settings)",
+    )
     simulate.add_argument("--env-file", default=".env")
     from bot.deadletters import add_cli
 

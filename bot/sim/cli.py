@@ -13,7 +13,7 @@ def run_simulate(settings: Settings, args: argparse.Namespace) -> int:
     if args.script:
         from bot.sim.script import run_script
 
-        return asyncio.run(run_script(settings, args.script))
+        return asyncio.run(run_script(settings, args.script, llm=args.llm))
     if args.web:
         from bot.sim.web import run_web
 

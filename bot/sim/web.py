@@ -32,7 +32,7 @@ from bot.models import normalize_phone
 from bot.settings import Settings
 from bot.sim.braze_standin import Delivered
 from bot.sim.faults import FAULT_KINDS, TRIGGER_SEND, FaultKind, Faults, close_responder, wrapped_responder
-from bot.sim.session import SimUser, Simulation, simulation
+from bot.sim.session import Simulation, SimUser, simulation
 from bot.web.braze_webhook import field_errors
 from bot.web.common import error
 
@@ -131,7 +131,9 @@ class SimulatorWeb:
         self._sim: Simulation | None = None
         self._faults: Faults | None = None
         self._deliveries: asyncio.Queue[Delivered] = asyncio.Queue()
-        self._failed_sends: dict[str, tuple[float, int, int]] = {}  # address -> (first failure, attempts, status)
+        self._failed_sends: dict[
+            str, tuple[float, int, int]
+        ] = {}  # address -> (first failure, attempts, status)
         self._dead = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._counter = 0
@@ -178,7 +180,9 @@ class SimulatorWeb:
         self.add_customer(Customer(id="sim-u-1001", user_id="sim-u-1001", phone="+15550001001", name="Jane"))
         self.add_customer(Customer(id="+15550001002", user_id="", phone="+15550001002", name="Sam"))
         self._counter = 2
-        self.hub.log(f"Simulator ready: {sim.settings.backend} backend, Braze stand-in, private pipeline", "ok")
+        self.hub.log(
+            f"Simulator ready: {sim.settings.backend} backend, Braze stand-in, private pipeline", "ok"
+        )
 
     async def detach(self) -> None:
         self.hub.closed.set()
@@ -196,9 +200,7 @@ class SimulatorWeb:
         return customer
 
     def console_available(self) -> bool:
-        return any(
-            getattr(r, "canonical", "") in ("/agent", "/agent/") for r in self._app.router.resources()
-        )
+        return any(getattr(r, "canonical", "") in ("/agent", "/agent/") for r in self._app.router.resources())
 
     def console_link(self, conv_id: str) -> str:
         return f"/agent?conversation={quote(conv_id, safe='')}#token={quote(self.sim.agent_token, safe='')}"
@@ -257,14 +259,18 @@ class SimulatorWeb:
                 first, attempts, _ = self._failed_sends.get(address, (time.time(), 0, status))
                 self._failed_sends[address] = (first, attempts + 1, status)
             if status == 429:
-                self.hub.log(f"Braze answered 429 (rate limited) to the send for {who}; the broker waits", "warn")
+                self.hub.log(
+                    f"Braze answered 429 (rate limited) to the send for {who}; the broker waits", "warn"
+                )
             else:
                 self.hub.log(f"Braze answered {status} to the send for {who}; the broker retries", "warn")
         elif record.get("path") == "/users/track" and status == 201:
             parts = []
             for name in ("attributes", "events"):
                 for obj in body.get(name) or []:
-                    fields = sorted(k for k in obj if k not in ("external_id", "user_alias", "_update_existing_only"))
+                    fields = sorted(
+                        k for k in obj if k not in ("external_id", "user_alias", "_update_existing_only")
+                    )
                     label = obj.get("name") if name == "events" else ", ".join(fields)
                     parts.append(f"{name[:-1]} {label}")
             self.hub.log("Braze /users/track: " + ("; ".join(parts) or "empty"), "info")
@@ -287,8 +293,8 @@ class SimulatorWeb:
         dead = await self.sim.runtime.streams.dead_depth()
         if dead > self._dead:
             self.hub.log(
-                f"{dead - self._dead} send(s) dead-lettered after {self.settings.braze_max_attempts} attempts: "
-                "kept for an operator to replay, not dropped",
+                f"{dead - self._dead} send(s) dead-lettered after {self.settings.braze_max_attempts} "
+                "attempts: kept for an operator to replay, not dropped",
                 "error",
             )
         self._dead = dead
@@ -321,7 +327,11 @@ class SimulatorWeb:
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-store",
+                "X-Accel-Buffering": "no",
+            }
         )
         await resp.prepare(request)
         raw = request.headers.get("Last-Event-ID") or request.query.get("since") or "0"
@@ -334,7 +344,9 @@ class SimulatorWeb:
                 last = item["seq"]
             while not self.hub.closed.is_set():
                 getter = asyncio.create_task(queue.get())
-                done, _ = await asyncio.wait({getter, closed}, timeout=KEEPALIVE_S, return_when="FIRST_COMPLETED")
+                done, _ = await asyncio.wait(
+                    {getter, closed}, timeout=KEEPALIVE_S, return_when="FIRST_COMPLETED"
+                )
                 if getter not in done:
                     getter.cancel()
                     if not done:
@@ -399,7 +411,10 @@ class SimulatorWeb:
         self.hub.emit(
             "message", customer=customer.id, direction="in", text=body.text, http_status=first["http_status"]
         )
-        self.hub.log(f"Webhook from {customer.name}: {_answer(first)}", "info" if first["http_status"] < 400 else "error")
+        self.hub.log(
+            f"Webhook from {customer.name}: {_answer(first)}",
+            "info" if first["http_status"] < 400 else "error",
+        )
         if body.duplicate:
             # Braze redelivers the same rendered body when our first answer was slow or lost.
             second = await self.sim.send(customer.as_user(), body.text, message_id=message_id)
