@@ -45,22 +45,40 @@ class Runtime:
     braze: BrazeClient
     services: Services
     owner: str
-    loops: list[tuple[str, Loop]] = field(default_factory=list)
+    loops: list[tuple[str, Loop, bool]] = field(default_factory=list)
     # Outbound job kinds ("zendesk.create_ticket", ...) and what runs them; see bot/jobs.py.
     job_handlers: dict[str, JobHandler] = field(default_factory=dict)
 
-    def add_loop(self, name: str, loop: Loop) -> None:
-        """Background work run next to the workers (senders, sweeps); added before `run_loops`."""
-        self.loops.append((name, loop))
+    def add_loop(self, name: str, loop: Loop, *, producer: bool = False) -> None:
+        """Background work run next to the workers (senders, sweeps); added before `run_loops`.
+
+        Producers (the turn worker) stop first; the loops that deliver what they produced (senders,
+        job runners) stop after them, so a turn that finishes during shutdown is still delivered.
+        """
+        self.loops.append((name, loop, producer))
 
     async def run_loops(self, stop: asyncio.Event) -> None:
-        tasks = [asyncio.create_task(_guarded(name, loop, stop), name=name) for name, loop in self.loops]
+        stop_producers, stop_rest = asyncio.Event(), asyncio.Event()
+        producers = [
+            asyncio.create_task(_guarded(name, loop, stop_producers), name=name)
+            for name, loop, producer in self.loops if producer
+        ]
+        rest = [
+            asyncio.create_task(_guarded(name, loop, stop_rest), name=name)
+            for name, loop, producer in self.loops if not producer
+        ]
         try:
-            await asyncio.gather(*tasks)
+            await stop.wait()
+            stop_producers.set()
+            await asyncio.gather(*producers)
+            stop_rest.set()
+            await asyncio.gather(*rest)
         finally:
-            for task in tasks:
+            stop_producers.set()
+            stop_rest.set()
+            for task in producers + rest:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*producers, *rest, return_exceptions=True)
 
 
 async def _guarded(name: str, loop: Loop, stop: asyncio.Event) -> None:
@@ -111,7 +129,7 @@ async def open_runtime(
         worker = Worker(store, services, handle_turn, metrics, settings)
         sender = BrazeSender(streams, braze, settings, metrics, runtime.owner)
         jobs = JobRunner(streams, metrics, runtime.owner, settings.queue_partitions, runtime.job_handlers)
-        runtime.add_loop("worker", worker.run)
+        runtime.add_loop("worker", worker.run, producer=True)
         runtime.add_loop("braze_sender", sender.run)
         runtime.add_loop("jobs", jobs.run)
     try:
