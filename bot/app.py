@@ -12,7 +12,7 @@ from bot.appkeys import RUNTIME
 from bot.clients.llm import Responder
 from bot.runtime import open_runtime
 from bot.settings import Settings
-from bot.web import admin, braze_webhook, health
+from bot.web import admin, agent_api, braze_webhook, health, zendesk_webhook
 from bot.web.common import json_errors
 
 
@@ -39,4 +39,6 @@ def create_app(
     app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/metrics", health.metrics)
     admin.add_routes(app)
+    agent_api.setup(app)
+    app.router.add_post("/webhooks/zendesk", zendesk_webhook.zendesk_webhook)
     return app

@@ -15,6 +15,7 @@ from pydantic import SecretStr
 from bot.clients.braze import BrazeClient
 from bot.clients.llm import OpenAIResponder, Responder
 from bot.faq import FaqResponder
+from bot.handoff_sweep import HandoffSweep
 from bot.jobs import JobHandler, JobRunner
 from bot.logs import event
 from bot.metrics import Metrics
@@ -25,6 +26,7 @@ from bot.store.connection import connect
 from bot.store.conversations import Store
 from bot.store.streams import Streams
 from bot.worker import Worker, worker_id
+from bot.zendesk_jobs import zendesk_job_handlers
 from handlers.context import Services
 from handlers.router import handle_turn
 from prompts import load_prompts
@@ -125,6 +127,7 @@ async def open_runtime(
     )
     services = Services(settings, prompts, chosen, OutboxWriter(settings), metrics)
     runtime = Runtime(settings, metrics, client, store, streams, session, braze, services, worker_id())
+    runtime.job_handlers.update(zendesk_job_handlers(settings, session, store))
     if workers:
         worker = Worker(store, services, handle_turn, metrics, settings)
         sender = BrazeSender(streams, braze, settings, metrics, runtime.owner)
@@ -132,6 +135,7 @@ async def open_runtime(
         runtime.add_loop("worker", worker.run, producer=True)
         runtime.add_loop("braze_sender", sender.run)
         runtime.add_loop("jobs", jobs.run)
+        runtime.add_loop("handoff_sweep", HandoffSweep(store, services).run, producer=True)
     try:
         yield runtime
     finally:

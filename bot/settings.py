@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     zendesk_email: str | None = None
     zendesk_api_token: SecretStr | None = None
     zendesk_webhook_secret: SecretStr | None = None
+    zendesk_timeout_s: float = Field(10.0, gt=0)
 
     regal_api_key: SecretStr | None = None
     regal_events_url: str = "https://events.regalvoice.com/events"
@@ -98,6 +99,15 @@ class Settings(BaseSettings):
                 raise ValueError("expected agent_id:token pairs separated by commas")
             tokens[token.strip()] = agent.strip()
         return tokens
+
+    @field_validator("agent_hours")
+    @classmethod
+    def _agent_hours(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        from bot.hours import AgentHours
+
+        return AgentHours.parse(value).spec
 
     @field_validator("redis_url")
     @classmethod
