@@ -119,6 +119,7 @@ class ConvState(BaseModel):
     opted_out: bool = False
     ticket_id: str = ""
     llm_failures: int = 0
+    turn_crashes: int = 0
     created_at: float = 0.0
 
     @classmethod

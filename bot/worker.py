@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -27,6 +28,9 @@ from handlers.context import Services, TurnContext
 log = logging.getLogger("bot.worker")
 
 TurnHandler = Callable[[TurnContext], Awaitable[None]]
+
+# Attempts at a turn that raised before its burst is set aside (dead-lettered) and the user told.
+MAX_TURN_CRASHES = 3
 
 
 def worker_id() -> str:
@@ -109,7 +113,7 @@ class Worker:
             outcome = "cancelled"
             raise
         except Exception as exc:
-            # The inbox is untouched: the lease expires and the turn is tried again.
+            # The inbox is untouched: the lease expires and the turn is tried again, a few times.
             event(
                 log,
                 "turn_failed",
@@ -118,10 +122,48 @@ class Worker:
                 error=type(exc).__name__,
                 detail=str(exc)[:200],
             )
+            with contextlib.suppress(Exception):
+                crashes = int(await self._store.redis.hincrby(keys.conv, "turn_crashes", 1))
+                if crashes >= MAX_TURN_CRASHES:
+                    outcome = await self._set_aside(keys, token, f"turn_crashed:{type(exc).__name__}")
         finally:
             renewer.cancel()
             self._metrics.turns.labels(outcome).inc()
             self._metrics.turn_seconds.observe(time.monotonic() - started)
+
+    async def _set_aside(self, keys: ConvKeys, token: str, reason: str) -> str:
+        """A burst that crashed every turn: keep it for an operator, apologise, and move on.
+
+        Without this, one message that trips a bug would block its conversation for good.
+        """
+        loaded = await self._store.load(keys, self._settings.max_burst_messages)
+        if not loaded.entries:
+            return "error"
+        now = time.time()
+        ctx = TurnContext(self._services, loaded.state, loaded.entries, loaded.history, now)
+        _absorb_identity(ctx)
+        ctx.record_user_messages()
+        ctx.say(self._services.prompts.text("apology"), "system")
+        ctx.mutation.consume = len(loaded.entries)
+        ctx.mutation.set["turn_crashes"] = 0
+        result = await self._store.apply(keys, ctx.mutation, now=now, token=token)
+        if result.code != APPLIED:
+            return "error"
+        await self._store.redis.xadd(
+            keys.part.dead,
+            {
+                "kind": "inbound",
+                "reason": reason,
+                "at": repr(now),
+                "attempts": MAX_TURN_CRASHES,
+                "payload": json.dumps(
+                    {"conv": keys.conv_id, "entries": [e.model_dump() for e in loaded.entries]}
+                ),
+            },
+        )
+        self._metrics.dead_letters.labels("inbound", reason.split(":", maxsplit=1)[0]).inc()
+        event(log, "dead_letter", logging.WARNING, kind="inbound", reason=reason, conv=mask_id(keys.conv_id))
+        return "set_aside"
 
     async def _keep_lease(self, keys: ConvKeys, token: str) -> None:
         every = self._settings.lease_ttl_ms / 3000
@@ -145,6 +187,8 @@ class Worker:
             ctx = TurnContext(self._services, loaded.state, loaded.entries, loaded.history, now)
             if loaded.entries:
                 _absorb_identity(ctx)
+                if loaded.state.turn_crashes:
+                    ctx.mutation.set["turn_crashes"] = 0
                 await self._handle(ctx)
                 ctx.mutation.consume = len(loaded.entries)
             final = attempt >= settings.max_supersede

@@ -168,3 +168,44 @@ async def test_media_only_message_is_accepted(broker: Broker) -> None:
     status, _ = await broker.post(inbound("", media_urls="https://example.invalid/img.jpg"))
     assert status == 202
     assert await broker.replies("u-123")
+
+
+async def test_a_burst_that_crashes_every_turn_is_set_aside_and_the_user_told(redis_url: str) -> None:
+    async with start_broker(redis_url, lease_ttl_ms=300) as broker:
+
+        broker.runtime.services.responder = _Exploding()  # type: ignore[assignment]
+        await broker.say("this message trips a bug", message_id="p1")
+        apology = broker.runtime.services.prompts.text("apology")
+        assert await broker.replies("u-123", timeout=15) == [apology]
+        dead = [
+            fields
+            for part in range(broker.settings.queue_partitions)
+            for _, fields in await broker.runtime.redis.xrange(f"dead:{{p{part}}}")
+        ]
+        assert [d["kind"] for d in dead] == ["inbound"]
+        assert "this message trips a bug" in dead[0]["payload"]
+        # The conversation is not stuck: the next message is answered normally.
+        broker.runtime.services.responder = broker_responder = _Echo()  # type: ignore[assignment]
+        await broker.say("hello again", message_id="p2")
+        assert (await broker.replies("u-123", 2))[-1] == "Echo: hello again"
+        assert broker_responder.calls == 1
+
+
+class _Exploding:
+    supports_tools = False
+
+    async def complete(self, messages: object, tools: object, user: str) -> object:
+        raise RuntimeError("a bug, not an LLM error")
+
+
+class _Echo:
+    supports_tools = False
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def complete(self, messages: list[dict[str, str]], tools: object, user: str) -> object:
+        from bot.clients.llm import Completion
+
+        self.calls += 1
+        return Completion(text="Echo: " + messages[-1]["content"])
