@@ -7,14 +7,14 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 from bot.errors import StoreUnavailable
 from bot.models import STATUSES, ConvState, HistoryItem, InboxEntry, OutRow, Status
 from bot.store.keys import ConvKeys, PartitionKeys, partition_of
 
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+# Any Redis failure (down, loading, out of memory) means: not stored, try again later.
+REDIS_DOWN = (RedisError, OSError)
 
 APPLIED, LEASE_LOST, FENCED, SUPERSEDED = 1, -1, -2, -3
 
