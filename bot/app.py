@@ -12,7 +12,7 @@ from bot.appkeys import RUNTIME
 from bot.clients.llm import Responder
 from bot.runtime import open_runtime
 from bot.settings import Settings
-from bot.web import admin, agent_api, braze_webhook, health, zendesk_webhook
+from bot.web import admin, agent_api, braze_webhook, health, regal_webhook, zendesk_webhook
 from bot.web.common import json_errors
 
 
@@ -41,4 +41,5 @@ def create_app(
     admin.add_routes(app)
     agent_api.setup(app)
     app.router.add_post("/webhooks/zendesk", zendesk_webhook.zendesk_webhook)
+    app.router.add_post("/webhooks/regal", regal_webhook.regal_webhook)
     return app

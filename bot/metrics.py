@@ -46,6 +46,12 @@ class Metrics:
             buckets=(1, 2, 5, 10, 20, 30, 40, 50),
             registry=r,
         )
+        self.track_objects_per_request = Histogram(
+            "broker_braze_track_objects_per_request",
+            "Objects (attributes, events, purchases) per /users/track request",
+            buckets=(1, 2, 5, 10, 20, 30, 40, 50, 75),
+            registry=r,
+        )
         self.discarded = Counter(
             "broker_replies_discarded_total",
             "Bot replies dropped because a human took over",

@@ -14,6 +14,7 @@ from pydantic import SecretStr
 
 from bot.clients.braze import BrazeClient
 from bot.clients.llm import OpenAIResponder, Responder
+from bot.clients.regal import regal_job_handlers
 from bot.faq import FaqResponder
 from bot.handoff_sweep import HandoffSweep
 from bot.jobs import JobHandler, JobRunner
@@ -25,6 +26,7 @@ from bot.settings import Settings
 from bot.store.connection import connect
 from bot.store.conversations import Store
 from bot.store.streams import Streams
+from bot.track import TrackSender
 from bot.worker import Worker, worker_id
 from bot.zendesk_jobs import zendesk_job_handlers
 from handlers.context import Services
@@ -128,6 +130,7 @@ async def open_runtime(
     services = Services(settings, prompts, chosen, OutboxWriter(settings), metrics)
     runtime = Runtime(settings, metrics, client, store, streams, session, braze, services, worker_id())
     runtime.job_handlers.update(zendesk_job_handlers(settings, session, store))
+    runtime.job_handlers.update(regal_job_handlers(settings, session, store, services))
     if workers:
         worker = Worker(store, services, handle_turn, metrics, settings)
         sender = BrazeSender(streams, braze, settings, metrics, runtime.owner)
@@ -135,6 +138,8 @@ async def open_runtime(
         runtime.add_loop("worker", worker.run, producer=True)
         runtime.add_loop("braze_sender", sender.run)
         runtime.add_loop("jobs", jobs.run)
+        track = TrackSender(streams, braze, settings, metrics, runtime.owner)
+        runtime.add_loop("braze_track", track.run)
         runtime.add_loop("handoff_sweep", HandoffSweep(store, services).run, producer=True)
     try:
         yield runtime

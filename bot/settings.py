@@ -65,6 +65,20 @@ class Settings(BaseSettings):
     regal_api_key: SecretStr | None = None
     regal_events_url: str = "https://events.regalvoice.com/events"
     regal_webhook_secret: SecretStr | None = None
+    regal_timeout_s: float = Field(5.0, gt=0)
+    regal_max_attempts: int = Field(4, ge=1, le=10)
+    regal_retry_max_wait_s: float = Field(10.0, gt=0)
+    # Braze subscription groups a Regal `contact.unsubscribed` updates: `voice:<id>,sms:<id>`, or one
+    # bare `<id>` for every channel (see README "Regal set-up").
+    regal_subscription_groups: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+
+    # The /users/track sender (bot/track.py).
+    braze_track_batch: int = Field(50, ge=1, le=75)
+    braze_track_rate: int = Field(3000, ge=1)  # requests per 3 s for the whole workspace
+    braze_track_linger_ms: float = Field(50.0, ge=0)
+    braze_track_in_flight: int = Field(4, ge=1, le=64)
+    # Keyword routes (handlers/routes.py): unset = `routes.yaml` when present, "" = none.
+    routes_file: str | None = None
 
     braze_timeout_s: float = Field(10.0, gt=0)
     braze_max_attempts: int = Field(5, ge=1, le=20)
@@ -84,6 +98,18 @@ class Settings(BaseSettings):
     @classmethod
     def _keywords(cls, value: object) -> object:
         return _split_commas(value)
+
+    @field_validator("regal_subscription_groups", mode="before")
+    @classmethod
+    def _regal_groups(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        groups: dict[str, str] = {}
+        for item in value.split(","):
+            channel, sep, group = item.strip().rpartition(":")
+            if group.strip():
+                groups[channel.strip().lower() if sep else "*"] = group.strip()
+        return groups
 
     @field_validator("agent_api_tokens", "admin_api_tokens", mode="before")
     @classmethod

@@ -126,11 +126,7 @@ def _run_tools(ctx: TurnContext, completion: Completion, messages: list[dict[str
             ended = True
         elif call.name == "update_profile":
             accepted, refused = validate_profile(call.arguments)
-            if accepted:
-                ctx.track_attributes(accepted)
-                ctx.mutation.audit.append(
-                    {"at": ctx.now, "event": "profile_updated", "fields": sorted(accepted)}
-                )
+            ctx.save_profile(accepted)
             result = {"saved": sorted(accepted), "refused": refused}
         else:
             result = {"error": f"unknown tool {call.name}"}

@@ -88,17 +88,28 @@ class TurnContext:
         )
 
     def track_event(self, name: str, properties: dict[str, Any] | None = None) -> None:
-        """A Braze custom event for this user, batched to `/users/track` by the profile loop."""
+        """A Braze custom event for this user, sent to `/users/track` by the profile loop (bot/track.py)."""
         obj = {**braze_identifier(self.state), "name": name, "time": iso(self.now)}
         if properties:
-            obj["properties"] = properties
+            # Braze refuses event property strings over 255 characters.
+            obj["properties"] = {k: v[:255] if isinstance(v, str) else v for k, v in properties.items()}
         self.mutation.track.append({"type": "event", "obj": obj})
 
     def track_attributes(self, attributes: dict[str, Any]) -> None:
+        """Braze attributes for this user; an alias-only user's profile is created if missing."""
         obj = {**braze_identifier(self.state), **attributes}
         if not self.state.user_id:
             obj["_update_existing_only"] = False
         self.mutation.track.append({"type": "attributes", "obj": obj})
+
+    def save_profile(self, fields: dict[str, str]) -> None:
+        """Validated `update_profile` fields: Braze attributes, and kept on the conversation
+        (`profile.<field>`) for what needs them later, such as the Regal call request."""
+        if not fields:
+            return
+        self.track_attributes(fields)
+        self.mutation.set.update({f"profile.{name}": value for name, value in fields.items()})
+        self.mutation.audit.append({"at": self.now, "event": "profile_updated", "fields": sorted(fields)})
 
     def job(self, kind: str, payload: dict[str, Any], key: str | None = None) -> None:
         """Durable outbound work (Zendesk, Regal) done after the turn commits, with retries."""
