@@ -30,6 +30,10 @@ async def run_terminal(settings: Settings) -> int:
         loop = asyncio.get_running_loop()
         if interactive:
             print(f"Chatting with the bot as {user.user_id} ({settings.backend} backend). {HELP}", flush=True)
+            print(
+                f"Answer as a human agent at {sim.broker_url}/agent (sign in with token {sim.agent_token})",
+                flush=True,
+            )
         while True:
             line = await loop.run_in_executor(None, sys.stdin.readline)
             if not line:
