@@ -113,6 +113,7 @@ async def open_runtime(
     metrics = Metrics()
     client = connect(redis_url)
     store = Store(client, settings.queue_partitions, settings.history_keep)
+    await store.prepare()
     streams = Streams(client, settings.queue_partitions, store.cluster)
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=200, ttl_dns_cache=300),

@@ -71,8 +71,6 @@ class BrazeSender:
                 await self._dispatch(final=False)
                 if not fresh and not self._leases.owned:
                     await asyncio.sleep(0.05)
-                elif not fresh and self._streams.cluster:
-                    await asyncio.sleep(0.005)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # keep sending after a Redis blip; the rows are still in Redis

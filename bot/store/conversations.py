@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from bot.errors import StoreUnavailable
+from bot.logs import event
 from bot.models import STATUSES, ConvState, HistoryItem, InboxEntry, OutRow, Status
 from bot.store.keys import ConvKeys, PartitionKeys, partition_of
+
+log = logging.getLogger("bot.store")
 
 # Any Redis failure (down, loading, out of memory) means: not stored, try again later.
 REDIS_DOWN = (RedisError, OSError)
@@ -111,7 +117,21 @@ class Store:
         self._renew = client.register_script(_lua("renew"))
         self._apply = client.register_script(_lua("apply"))
         self._disown = client.register_script(_lua("disown"))
-        self.cluster = not hasattr(client, "connection_pool")
+        self.cluster = isinstance(client, RedisCluster)
+
+    async def prepare(self) -> None:
+        """Learn a cluster's slot map before the first concurrent commands.
+
+        redis-py's cluster client sends commands issued before its first initialisation to one
+        node; the MOVED answers then make it close connections that other commands are using,
+        and those are retried, so a script could report the outcome of its second run.
+        """
+        if not self.cluster:
+            return
+        try:
+            await self.redis.initialize()
+        except (RedisError, OSError) as exc:  # unreachable now: the client initialises on first use
+            event(log, "cluster_init_failed", logging.WARNING, error=type(exc).__name__)
 
     def keys(self, conv_id: str) -> ConvKeys:
         return ConvKeys.of(conv_id, self.partitions)
@@ -144,15 +164,15 @@ class Store:
     ) -> list[tuple[str, str]]:
         """Ready conversations whose lease this worker now holds: [(conv_id, token)]."""
         parts = [PartitionKeys(i) for i in partitions]
+        # A cluster refuses a script over keys of several slots: one call per partition, concurrently.
         groups = [parts] if not self.cluster else [[p] for p in parts]
-        claimed: list[tuple[str, str]] = []
-        for group in groups:
-            flat = await self._claim(
-                keys=[p.ready for p in group],
-                args=[now_ms, lease_ms, max_per, worker_id, *(p.tag for p in group)],
+        answers = await asyncio.gather(
+            *(
+                self._claim(keys=[p.ready for p in group], args=[now_ms, lease_ms, max_per, worker_id])
+                for group in groups
             )
-            claimed += [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
-        return claimed
+        )
+        return [(flat[i], flat[i + 1]) for flat in answers for i in range(0, len(flat), 2)]
 
     async def renew(self, keys: ConvKeys, token: str, lease_ms: int, now_ms: int) -> bool:
         ok = await self._renew(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ GROUP = "workers"
 # One consumer name for every process: only the holder of a partition's lease reads that stream,
 # so whoever holds it next can see (and settle) what the previous holder had read.
 CONSUMER = "owner"
+# How long each per-partition read blocks on Redis Cluster (see Streams.read).
+CLUSTER_BLOCK_MS = 10
 
 
 @dataclass
@@ -58,26 +61,40 @@ class Streams:
         if not streams:
             return []
         since = "0" if pending else ">"
-        groups = [streams] if not self.cluster else [{p: s} for p, s in streams.items()]
+        if not self.cluster:
+            answers = [await self._read_group(streams, since, count, block_ms)]
+        else:
+            # XREADGROUP cannot span slots: one read per partition, all at once. Each blocks only
+            # briefly, since the call returns when the slowest of them does.
+            block = min(block_ms, CLUSTER_BLOCK_MS) if block_ms else None
+            answers = await asyncio.gather(
+                *(self._read_group({p: name}, since, count, block) for p, name in streams.items())
+            )
         by_name = {name: part for part, name in streams.items()}
         entries: list[Entry] = []
-        for group in groups:
-            block = block_ms if (block_ms and len(groups) == 1) else None
-            try:
-                answer = await self.redis.xreadgroup(
-                    GROUP, CONSUMER, {name: since for name in group.values()}, count=count, block=block
-                )
-            except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                for name in group.values():
-                    await self.ensure_group(name)
-                continue
-            for name, rows in answer or []:
+        for answer in answers:
+            for name, rows in answer:
                 for stream_id, fields in rows:
                     if fields and "r" in fields:
                         entries.append(Entry(by_name[name], stream_id, json.loads(fields["r"])))
         return entries
+
+    async def _read_group(
+        self, streams: dict[int, str], since: str, count: int, block_ms: int | None
+    ) -> list[Any]:
+        try:
+            answer = await self.redis.xreadgroup(
+                GROUP, CONSUMER, {name: since for name in streams.values()}, count=count, block=block_ms
+            )
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            for name in streams.values():
+                await self.ensure_group(name)
+            return []
+        if isinstance(answer, dict):  # RESP3 answers a map
+            return list(answer.items())
+        return list(answer or [])
 
     async def settle(
         self, stream_of: dict[int, str], entries: list[Entry], state_key_of: dict[int, str] | None = None

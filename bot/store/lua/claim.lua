@@ -1,5 +1,6 @@
 -- Claim up to ARGV[3] ready conversations per partition and take their leases.
--- KEYS[i] ready zset of partition i; ARGV[4+i] that partition's key tag, e.g. "{p3}".
+-- KEYS[i] ready zset of partition i. The conv/lease keys built below reuse that key's hash tag
+-- (e.g. "{p3}"), so on Redis Cluster they live in the slot of a declared key.
 -- ARGV[1] now ms, ARGV[2] visibility ms (= lease ttl), ARGV[3] max per partition, ARGV[4] worker id
 -- A claimed conversation's ready score moves ARGV[2] into the future: if this worker dies,
 -- the conversation becomes ready again once its lease has expired.
@@ -7,7 +8,7 @@ local now = tonumber(ARGV[1])
 local vis = tonumber(ARGV[2])
 local out = {}
 for i, ready in ipairs(KEYS) do
-  local tag = ARGV[4 + i]
+  local tag = string.match(ready, '{[^}]*}')
   local members = redis.call('ZRANGEBYSCORE', ready, '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
   for _, conv in ipairs(members) do
     redis.call('ZADD', ready, now + vis, conv)
