@@ -54,6 +54,8 @@ class JobRunner:
         self._attempts = attempts
         self._max_wait_s = max_wait_s
         self._slots = asyncio.Semaphore(32)
+        self._running: set[str] = set()
+        self._reclaimed: list[Entry] = []
 
     async def run(self, stop: asyncio.Event) -> None:
         await self._leases.ensure_groups()
@@ -68,6 +70,9 @@ class JobRunner:
                     if stale:
                         self._metrics.recovered.labels("job").inc(len(stale))
                         await self._run_batch(stale)
+                if self._reclaimed:
+                    again, self._reclaimed = self._reclaimed, []
+                    await self._run_batch(again)
                 fresh = await self._streams.read(self._leases.streams_owned(), count=200, block_ms=50)
                 if fresh:
                     await self._run_batch(fresh)
@@ -76,11 +81,30 @@ class JobRunner:
         finally:
             await self._leases.release_all()
 
+    # What the recovery sweep (bot/sweep.py) needs to hand back jobs this runner lost track of
+    # (read, then a Redis error before they were settled); they run again at the top of the loop.
+    reader_kind = "jobs"
+
+    def owned_streams(self) -> dict[int, str]:
+        return self._leases.streams_owned()
+
+    def unheld(self, entries: list[Entry]) -> list[Entry]:
+        queued = {e.stream_id for e in self._reclaimed}
+        return [e for e in entries if e.stream_id not in self._running and e.stream_id not in queued]
+
+    async def reclaim(self, part: int, entries: list[Entry]) -> None:
+        self._reclaimed += entries
+
     async def _run_batch(self, entries: list[Entry]) -> None:
         by_conv: dict[str, list[Entry]] = {}
         for entry in entries:
             by_conv.setdefault(str(entry.payload.get("conv", "")), []).append(entry)
-        await asyncio.gather(*(self._run_in_order(group) for group in by_conv.values()))
+        ids = {e.stream_id for e in entries}
+        self._running |= ids
+        try:
+            await asyncio.gather(*(self._run_in_order(group) for group in by_conv.values()))
+        finally:
+            self._running -= ids
 
     async def _run_in_order(self, group: list[Entry]) -> None:
         async with self._slots:

@@ -26,6 +26,7 @@ from bot.settings import Settings
 from bot.store.connection import connect
 from bot.store.conversations import Store
 from bot.store.streams import Streams
+from bot.sweep import Sweep
 from bot.track import TrackSender
 from bot.worker import Worker, worker_id
 from bot.zendesk_jobs import zendesk_job_handlers
@@ -142,6 +143,15 @@ async def open_runtime(
         track = TrackSender(streams, braze, settings, metrics, runtime.owner)
         runtime.add_loop("braze_track", track.run)
         runtime.add_loop("handoff_sweep", HandoffSweep(store, services).run, producer=True)
+        sweep = Sweep(
+            streams,
+            metrics,
+            runtime.owner,
+            interval_s=settings.sweep_interval_s,
+            stuck_after_s=settings.sweep_stuck_after_s,
+            readers=[sender, jobs, track],
+        )
+        runtime.add_loop("sweep", sweep.run)
     try:
         yield runtime
     finally:

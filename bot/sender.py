@@ -92,6 +92,20 @@ class BrazeSender:
         stale = await self._streams.read(
             {part: self._outbox(part)}, count=10_000, block_ms=None, pending=True
         )
+        await self.reclaim(part, stale)
+
+    # What the recovery sweep (bot/sweep.py) needs to hand back rows this sender lost track of.
+    reader_kind = "outbox"
+
+    def owned_streams(self) -> dict[int, str]:
+        return self._leases.streams_owned()
+
+    def unheld(self, entries: list[Entry]) -> list[Entry]:
+        """Rows neither waiting here nor of a conversation with a row in flight."""
+        waiting = {p.entry.stream_id for p in self._pending}
+        return [e for e in entries if e.stream_id not in waiting and e.payload.get("conv") not in self._busy]
+
+    async def reclaim(self, part: int, stale: list[Entry]) -> None:
         if not stale:
             return
         in_flight = await self._streams.redis.hmget(

@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     braze_track_linger_ms: float = Field(50.0, ge=0)
     braze_track_in_flight: int = Field(4, ge=1, le=64)
     # Keyword routes (handlers/routes.py): unset = `routes.yaml` when present, "" = none.
-    routes_file: str | None = None
+    routes_file: str | None = Field(None, validate_default=True)
 
     braze_timeout_s: float = Field(10.0, gt=0)
     braze_max_attempts: int = Field(5, ge=1, le=20)
@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(256, ge=1)
     max_burst_messages: int = Field(20, ge=1)
     max_supersede: int = Field(3, ge=0)
+    # The recovery sweep (bot/sweep.py): how often it runs, and when unsettled work counts as stuck.
+    sweep_interval_s: float = Field(30.0, gt=0)
+    sweep_stuck_after_s: float = Field(120.0, gt=0)
 
     company_name: str = "our company"
     log_level: str = "INFO"
@@ -98,6 +101,16 @@ class Settings(BaseSettings):
     @classmethod
     def _keywords(cls, value: object) -> object:
         return _split_commas(value)
+
+    @field_validator("routes_file")
+    @classmethod
+    def _routes(cls, value: str | None) -> str | None:
+        from handlers.routes import load_routes, route_path
+
+        path = route_path(value)
+        if path is not None:
+            load_routes(path)  # a RoutesError (ValueError) names the problem
+        return value
 
     @field_validator("regal_subscription_groups", mode="before")
     @classmethod
@@ -194,5 +207,5 @@ def load_settings(env_file: str | Path | None = ".env", **overrides: object) -> 
         lines = []
         for error in exc.errors():
             name = str(error["loc"][0]).upper() if error["loc"] else "settings"
-            lines.append(f"{name} is malformed: {error['msg']}")
+            lines.append(f"{name} is malformed: {error['msg'].removeprefix('Value error, ')}")
         raise ConfigError(lines) from None
