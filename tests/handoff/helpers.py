@@ -52,11 +52,9 @@ async def wait_status(broker: Broker, conv_id: str, status: str, timeout: float 
     deadline = time.monotonic() + timeout
     last: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        code, body = await agent_call(broker, "GET", conv_path(conv_id))
-        if code == 200:
-            last = body
-            if body["status"] == status:
-                return body
+        last = await detail(broker, conv_id)
+        if last["status"] == status:
+            return last
         await asyncio.sleep(0.02)
     raise AssertionError(f"{conv_id} never reached {status}; last seen {last.get('status')}")
 
