@@ -86,6 +86,13 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.limited = Counter(
+            "broker_limited_total",
+            "Abuse and cost limits applied (rate_limited_message, slow_down_notice, llm_call_cap, "
+            "token_budget, trimmed_burst)",
+            ["kind"],
+            registry=r,
+        )
         self.handoffs = Counter(
             "broker_handoffs_total", "Conversations handed to a human", ["trigger"], registry=r
         )

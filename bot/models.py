@@ -121,6 +121,10 @@ class ConvState(BaseModel):
     llm_failures: int = 0
     turn_crashes: int = 0
     created_at: float = 0.0
+    # The message rate limit's window (bot/limits.py): since when, messages in it, notice sent.
+    rate_since: float = 0.0
+    rate_count: int = 0
+    rate_noticed: bool = False
 
     @classmethod
     def from_hash(cls, conv_id: str, raw: dict[str, str]) -> ConvState:

@@ -18,6 +18,7 @@ from bot.clients.regal import regal_job_handlers
 from bot.faq import FaqResponder
 from bot.handoff_sweep import HandoffSweep
 from bot.jobs import JobHandler, JobRunner
+from bot.limits import Limits, MeteredResponder
 from bot.logs import event
 from bot.metrics import Metrics
 from bot.outbox import OutboxWriter
@@ -129,7 +130,9 @@ async def open_runtime(
         settings.braze_api_key or SecretStr(""),
         settings.braze_timeout_s,
     )
-    services = Services(settings, prompts, chosen, OutboxWriter(settings), metrics)
+    limits = Limits(client, settings, metrics)
+    metered = MeteredResponder(chosen, limits)
+    services = Services(settings, prompts, metered, OutboxWriter(settings), metrics, limits)
     runtime = Runtime(settings, metrics, client, store, streams, session, braze, services, worker_id())
     runtime.job_handlers.update(zendesk_job_handlers(settings, session, store))
     runtime.job_handlers.update(regal_job_handlers(settings, session, store, services))

@@ -90,6 +90,13 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(256, ge=1)
     max_burst_messages: int = Field(20, ge=1)
     max_supersede: int = Field(3, ge=0)
+    # Abuse and cost limits (bot/limits.py), per conversation.
+    rate_limit_messages: int = Field(20, ge=1)
+    rate_limit_window_s: float = Field(60.0, gt=0)
+    rate_limit_llm_calls: int = Field(20, ge=1)
+    llm_daily_token_budget: int = Field(200_000, ge=0)
+    budget_exhausted: Literal["handoff", "faq"] = "handoff"
+    llm_max_message_chars: int = Field(2000, ge=100)
     # The recovery sweep (bot/sweep.py): how often it runs, and when unsettled work counts as stuck.
     sweep_interval_s: float = Field(30.0, gt=0)
     sweep_stuck_after_s: float = Field(120.0, gt=0)

@@ -6,6 +6,7 @@ import json
 import logging
 from typing import Any
 
+from bot import limits
 from bot.clients.llm import Completion, safety_id
 from bot.errors import LlmError
 from bot.logs import event, mask_id
@@ -65,8 +66,13 @@ async def bot_turn(ctx: TurnContext) -> None:
     if any(matches(e.text, settings.call_keywords) for e in ctx.entries):
         request_call(ctx, reason="customer asked for a call", trigger="keyword")
         return
+    if await limits.gate(ctx):  # rate, budget and size limits, before any model call
+        return
     try:
         await _converse(ctx)
+    except limits.CallCapReached:
+        limits.over_call_cap(ctx)
+        return
     except LlmError as exc:
         failures = ctx.state.llm_failures + 1
         event(

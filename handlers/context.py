@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from bot.clients.llm import Responder
 from bot.metrics import Metrics
@@ -15,6 +15,9 @@ from bot.settings import Settings
 from bot.store.conversations import Mutation
 from prompts import Prompts
 
+if TYPE_CHECKING:
+    from bot.limits import Limits
+
 
 @dataclass
 class Services:
@@ -23,6 +26,7 @@ class Services:
     responder: Responder
     outbox: OutboxWriter
     metrics: Metrics
+    limits: Limits | None = None
 
 
 def iso(ts: float) -> str:

@@ -60,6 +60,11 @@ class PartitionKeys:
         return f"idx:{self.tag}:{status}"
 
 
+def llm_meter_keys(user: str, day: str) -> tuple[str, str]:
+    """A conversation's model cost meters, by its pseudonym: calls this window, tokens on `day`."""
+    return f"llmcalls:{{{user}}}", f"llmtokens:{{{user}}}:{day}"
+
+
 @dataclass(frozen=True, slots=True)
 class ConvKeys:
     conv_id: str
