@@ -116,14 +116,14 @@ class RegalWebhook(BaseModel):
             try:
                 return float(value)
             except ValueError:
-                raise ValueError("must be unix seconds, like \"1657855059\"") from None
+                raise ValueError('must be unix seconds, like "1657855059"') from None
         return value
 
     @field_validator("original_timestamp")
     @classmethod
     def _plausible(cls, value: float | None) -> float | None:
         if value is not None and not EARLIEST <= value < 10_000_000_000:
-            raise ValueError("must be unix seconds, like \"1657855059\"")
+            raise ValueError('must be unix seconds, like "1657855059"')
         return value
 
     def identifier(self) -> dict[str, Any]:

@@ -192,9 +192,7 @@ def _index(value: Any) -> int | None:
     return None
 
 
-def rejected_objects(
-    errors: list[Any], counts: dict[str, int]
-) -> tuple[set[int], set[int], list[Any]]:
+def rejected_objects(errors: list[Any], counts: dict[str, int]) -> tuple[set[int], set[int], list[Any]]:
     """Map an answer's `errors` to positions in the request (attributes, then events, then purchases).
 
     Returns (rejected, ambiguous, unattributed): positions Braze surely rejected, positions one of
@@ -257,7 +255,8 @@ class TrackSender:
         self._leases = PartitionLeases(streams, "track", owner, settings.queue_partitions)
         self._pending: deque[Item] = deque()
         self._busy: set[str] = set()  # users with a request in flight
-        self._in_flight: set[str] = set()  # stream ids of entries in a request
+        # Entries in a request, as (partition, stream id): ids repeat across partitions' streams.
+        self._in_flight: set[tuple[int, str]] = set()
         self._paused_until = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
         self._batch = settings.braze_track_batch
@@ -321,8 +320,8 @@ class TrackSender:
 
     def unheld(self, entries: list[Entry]) -> list[Entry]:
         """Entries neither waiting here nor in a request."""
-        held = self._in_flight | {i.entry.stream_id for i in self._pending}
-        return [e for e in entries if e.stream_id not in held]
+        held = self._in_flight | {_ref(i.entry) for i in self._pending}
+        return [e for e in entries if _ref(e) not in held]
 
     async def reclaim(self, part: int, entries: list[Entry]) -> None:
         if entries:
@@ -379,7 +378,7 @@ class TrackSender:
         self._pending = deque(i for i in self._pending if id(i) not in chosen)
         for item in batch:
             self._busy.add(item.user)
-            self._in_flight.add(item.entry.stream_id)
+            self._in_flight.add(_ref(item.entry))
         return batch
 
     async def _send(self, batch: list[Item]) -> None:
@@ -392,7 +391,7 @@ class TrackSender:
         finally:
             for item in batch:
                 self._busy.discard(item.user)
-                self._in_flight.discard(item.entry.stream_id)
+                self._in_flight.discard(_ref(item.entry))
 
     async def _deliver(self, items: list[Item]) -> None:
         body, ordered = body_of(items)
@@ -492,6 +491,10 @@ class TrackSender:
                 detail=detail or None,
             )
         await self._settle(items)
+
+
+def _ref(entry: Entry) -> tuple[int, str]:
+    return entry.partition, entry.stream_id
 
 
 def _error_text(errors: list[Any]) -> str:

@@ -15,6 +15,7 @@ from handlers.call import request_call
 from handlers.context import TurnContext
 from handlers.handoff import request_handoff
 from handlers.keywords import matches
+from handlers.routes import apply_routes
 from handlers.tools import TOOLS, reason_of, validate_profile
 
 log = logging.getLogger("handlers.bot_turn")
@@ -65,6 +66,8 @@ async def bot_turn(ctx: TurnContext) -> None:
         return
     if any(matches(e.text, settings.call_keywords) for e in ctx.entries):
         request_call(ctx, reason="customer asked for a call", trigger="keyword")
+        return
+    if apply_routes(ctx):  # the operator's routes.yaml, before the model is asked
         return
     if await limits.gate(ctx):  # rate, budget and size limits, before any model call
         return

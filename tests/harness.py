@@ -47,6 +47,8 @@ def make_settings(braze_url: str, llm_url: str | None, redis_url: str, **overrid
         "braze_retry_max_wait_s": 0.2,
         "lease_ttl_ms": 3000,
         "queue_partitions": 4,
+        # A routes.yaml lying in the working directory must not change what the tests see.
+        "routes_file": "",
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)
