@@ -79,10 +79,19 @@ async def _until_signalled() -> None:
     await stop.wait()
 
 
+def runner_for(app: web.Application) -> web.AppRunner:
+    """How `serve` serves the app (the log-capture test serves it the same way)."""
+    from bot.web.common import SafeAccessLogger
+
+    return web.AppRunner(
+        app, access_log_class=SafeAccessLogger, access_log=logging.getLogger("aiohttp.access")
+    )
+
+
 async def _serve(settings: Settings, redis_url: str, host: str, port: int, workers: bool) -> None:
     from bot.app import create_app
 
-    runner = web.AppRunner(create_app(settings, redis_url, workers=workers), access_log=None)
+    runner = runner_for(create_app(settings, redis_url, workers=workers))
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     logs.event(log, "serving", host=host, port=port, workers=workers, backend=settings.backend)

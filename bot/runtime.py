@@ -102,6 +102,51 @@ async def _guarded(name: str, loop: Loop, stop: asyncio.Event) -> None:
                 await asyncio.wait_for(stop.wait(), timeout=1.0)
 
 
+async def warn_about_redis(client: Any, cluster: bool) -> list[str]:
+    """Startup warnings when Redis could lose the broker's data: a policy that evicts keys, or no
+    persistence. INFO works where CONFIG is disabled (managed Redis); then only AOF is checked."""
+    from redis.exceptions import RedisError
+
+    target: dict[str, Any] = {"target_nodes": client.PRIMARIES} if cluster else {}
+
+    def per_node(answer: Any) -> list[dict[str, Any]]:
+        values = list(answer.values()) if isinstance(answer, dict) else []
+        return values if values and all(isinstance(v, dict) for v in values) else [answer]
+
+    try:
+        memory = per_node(await client.info("memory", **target))
+        persistence = per_node(await client.info("persistence", **target))
+        try:
+            saves: list[dict[str, Any]] | None = per_node(await client.config_get("save", **target))
+        except RedisError:
+            saves = None
+    except (RedisError, OSError) as exc:
+        event(log, "redis_config_unchecked", logging.WARNING, error=type(exc).__name__)
+        return []
+    found: list[str] = []
+    for policy in sorted({str(m.get("maxmemory_policy", "noeviction")) for m in memory}):
+        if policy.startswith("allkeys-"):
+            found.append(
+                f"maxmemory-policy {policy} lets Redis evict any key (conversations, inboxes, "
+                "queued replies) when memory is full; set noeviction"
+            )
+        elif policy != "noeviction":
+            found.append(
+                f"maxmemory-policy {policy} lets Redis evict keys with a TTL (redelivery guards, "
+                "leases) when memory is full: duplicate replies become possible; set noeviction"
+            )
+    aof = all(str(p.get("aof_enabled", 0)) == "1" for p in persistence)
+    rdb = saves is not None and all(str(s.get("save", "")).strip() for s in saves)
+    if not aof and not rdb:
+        found.append(
+            "persistence is off (no appendonly, no save): a Redis restart loses every "
+            "conversation and queued reply; set appendonly yes"
+        )
+    for problem in found:
+        event(log, "redis_config_risk", logging.WARNING, problem=problem)
+    return found
+
+
 def make_responder(settings: Settings, metrics: Metrics, services_prompts: Any) -> Responder:
     if settings.backend == "openai":
         return OpenAIResponder(settings, metrics)
@@ -116,6 +161,7 @@ async def open_runtime(
     client = connect(redis_url)
     store = Store(client, settings.queue_partitions, settings.history_keep)
     await store.prepare()
+    await warn_about_redis(client, store.cluster)
     streams = Streams(client, settings.queue_partitions, store.cluster)
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=200, ttl_dns_cache=300),

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 
 from bot.logs import event
 
@@ -44,3 +45,25 @@ async def json_errors(
     except Exception as exc:
         event(log, "unhandled_error", logging.ERROR, path=request.path, error=type(exc).__name__)
         return error(500, "internal", "internal error")
+
+
+class SafeAccessLogger(AbstractAccessLogger):
+    """Access lines that carry no conversation id, phone, token or query string: the matched
+    route's pattern (`/agent/conversations/{id}/claim`) stands for the path."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.INFO)
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        info = getattr(request, "match_info", None)
+        resource = info.route.resource if info is not None else None
+        event(
+            self.logger,
+            "http",
+            method=request.method,
+            route=resource.canonical if resource is not None else "<unmatched>",
+            status=response.status,
+            bytes=response.body_length,
+            ms=round(time * 1000, 1),
+        )
