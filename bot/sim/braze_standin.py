@@ -12,12 +12,15 @@ import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
 MAX_RECIPIENTS = 50
+# The record of the request being answered, for the request listeners (same task as the handler).
+_RECORD: ContextVar[dict[str, Any] | None] = ContextVar("standin_record", default=None)
 
 
 @dataclass
@@ -81,8 +84,9 @@ class BrazeStandIn:
     async def _notify(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
+        _RECORD.set(None)
         response = await handler(request)
-        record = request.get("record")
+        record = _RECORD.get()
         if record is not None:
             for listener in self._request_listeners:
                 listener(record)
@@ -110,7 +114,7 @@ class BrazeStandIn:
             "auth": request.headers.get("Authorization", ""),
         }
         self.requests.append(record)
-        request["record"] = record
+        _RECORD.set(record)
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         if self.faults.get(path):

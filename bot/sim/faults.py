@@ -36,7 +36,9 @@ class LlmFault:
 class FaultyResponder:
     """A Responder that misbehaves on request, then behaves like the one it wraps."""
 
-    def __init__(self, inner: Responder, timeout_s: float, notify: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self, inner: Responder, timeout_s: float, notify: Callable[[str], None] | None = None
+    ) -> None:
         self.inner = inner
         self.supports_tools = inner.supports_tools
         self.timeout_s = timeout_s
@@ -84,7 +86,14 @@ class FaultyResponder:
 
 
 FaultKind = Literal["braze_429", "braze_500", "llm_slow", "llm_fail", "llm_timeout", "clear"]
-FAULT_KINDS: tuple[FaultKind, ...] = ("braze_429", "braze_500", "llm_slow", "llm_fail", "llm_timeout", "clear")
+FAULT_KINDS: tuple[FaultKind, ...] = (
+    "braze_429",
+    "braze_500",
+    "llm_slow",
+    "llm_fail",
+    "llm_timeout",
+    "clear",
+)
 TRIGGER_SEND = "/campaigns/trigger/send"
 # Braze's 429 names the second its window resets; one second keeps the demonstration short.
 RATE_LIMIT_RESET_S = 1.0

@@ -202,6 +202,7 @@ def parse_steps(raw_steps: list[str | dict[str, Any]], default_timeout: float) -
                 if "timeout" in arg:
                     timeout = parse_duration(arg["timeout"], where)
                 arg = arg.get("status")
+                label = f"expect_status: {arg}"
             if arg not in STATUSES:
                 raise ScriptError(f"{where}: `expect_status` is one of {', '.join(STATUSES)}, got {arg!r}")
         elif kind == "expect_profile":

@@ -188,7 +188,9 @@ class SimulatorWeb:
         self.hub.closed.set()
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        _, stuck = await asyncio.wait(self._tasks, timeout=5)
+        for task in stuck:
+            event(log, "simulator_task_stuck", logging.WARNING, task=task.get_name())
 
     def add_customer(self, customer: Customer) -> Customer:
         known = self.customers.get(customer.id)
@@ -202,8 +204,10 @@ class SimulatorWeb:
     def console_available(self) -> bool:
         return any(getattr(r, "canonical", "") in ("/agent", "/agent/") for r in self._app.router.resources())
 
-    def console_link(self, conv_id: str) -> str:
-        return f"/agent?conversation={quote(conv_id, safe='')}#token={quote(self.sim.agent_token, safe='')}"
+    @staticmethod
+    def console_link(conv_id: str) -> str:
+        # The page hands the console its token through sessionStorage (see simulator.js), not the URL.
+        return f"/agent?conversation={quote(conv_id, safe='')}"
 
     # -- watchers -------------------------------------------------------------------------------
     @staticmethod
@@ -214,7 +218,7 @@ class SimulatorWeb:
 
     async def _relay_deliveries(self) -> None:
         """One at a time, so the page shows messages in the order Braze received them."""
-        while True:
+        while not self.hub.closed.is_set():
             item = await self._deliveries.get()
             conv = self._customer_of(item.user)
             role, agent = "bot", ""
@@ -277,10 +281,13 @@ class SimulatorWeb:
 
     async def _watch(self) -> None:
         """Statuses of the customers (whoever changed them: worker, agent API, timeout) and dead letters."""
-        while True:
+        # Stops on `hub.closed` too: a cancellation that lands inside a Redis call can be absorbed
+        # by the client library, and the loop must still end.
+        while not self.hub.closed.is_set():
             with contextlib.suppress(Exception):
                 await self._poll()
-            await asyncio.sleep(POLL_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.hub.closed.wait(), POLL_S)
 
     async def _poll(self) -> None:
         store = self.sim.runtime.store

@@ -41,9 +41,20 @@ async function api(path, body) {
   return data;
 }
 
+// The agent console (/agent, same origin) keeps its token in sessionStorage under this key; a tab
+// opened by window.open() starts with a copy of the opener's sessionStorage, so the console opens
+// signed in as the simulator's agent. Elsewhere the token shown under the link signs in by hand.
+const CONSOLE_TOKEN_KEY = "agent-token";
+
 function consoleUrl(id) {
-  const token = state.config ? state.config.agent_token : "";
-  return `/agent?conversation=${encodeURIComponent(id)}#token=${encodeURIComponent(token)}`;
+  return `/agent?conversation=${encodeURIComponent(id)}`;
+}
+
+function openConsole(event) {
+  if (!state.config || !state.config.console) return;
+  event.preventDefault();
+  sessionStorage.setItem(CONSOLE_TOKEN_KEY, state.config.agent_token);
+  window.open($("console-link").href, "_blank");
 }
 
 // -- rendering -------------------------------------------------------------------------------------
@@ -135,8 +146,8 @@ function renderPhone() {
   const hasConsole = state.config && state.config.console;
   link.setAttribute("aria-disabled", hasConsole ? "false" : "true");
   $("console-hint").textContent = hasConsole
-    ? `Signed in as agent "${state.config.agent_id}" (the simulator's token travels in the link).`
-    : "The agent console (/agent) is not part of this build yet.";
+    ? `Opens signed in as agent "${state.config.agent_id}" (token ${state.config.agent_token}).`
+    : "The agent console (/agent) is not part of this build.";
 }
 
 function select(id) {
@@ -280,6 +291,7 @@ async function start() {
   state.config = await api("config");
   $("backend").textContent = `${state.config.backend} backend`;
   $("composer").addEventListener("submit", send);
+  $("console-link").addEventListener("click", openConsole);
   $("new-customer").addEventListener("submit", newCustomer);
   $("new-customer").with_user_id.addEventListener("change", (e) => {
     e.target.form.user_id.disabled = !e.target.checked;
