@@ -91,7 +91,9 @@ async def test_a_new_customer_without_user_id_is_addressed_by_phone(web_sim: Web
 
 
 async def test_a_duplicate_delivery_is_acknowledged_and_answered_once(web_sim: WebSim) -> None:
-    status, body = await web_sim.post("send", {"customer": SAM, "text": "how long is delivery?", "duplicate": True})
+    status, body = await web_sim.post(
+        "send", {"customer": SAM, "text": "how long is delivery?", "duplicate": True}
+    )
     assert status == 200
     first, second = body["answers"]
     assert first["http_status"] == 202 and first["status"] == "accepted"
@@ -119,7 +121,9 @@ async def test_braze_500_until_dead_lettered_is_kept_not_dropped(web_sim: WebSim
     attempts = web_sim.ui.settings.braze_max_attempts
     await web_sim.post("faults", {"kind": "braze_500", "times": attempts})
     await web_sim.post("send", {"customer": JANE, "text": "hello"})
-    await web_sim.until(lambda: any("dead-lettered" in line for line in web_sim.logs()), "the dead letter", 30)
+    await web_sim.until(
+        lambda: any("dead-lettered" in line for line in web_sim.logs()), "the dead letter", 30
+    )
     assert web_sim.delivered(JANE) == []
     assert await web_sim.ui.sim.runtime.streams.dead_depth() == 1
 
