@@ -118,6 +118,7 @@ class Store:
         self._apply = client.register_script(_lua("apply"))
         self._disown = client.register_script(_lua("disown"))
         self.cluster = isinstance(client, RedisCluster)
+        self._rotation = 0
 
     async def prepare(self) -> None:
         """Learn a cluster's slot map before the first concurrent commands.
@@ -160,16 +161,29 @@ class Store:
         return bool(fresh)
 
     async def claim(
-        self, partitions: list[int], max_per: int, worker_id: str, lease_ms: int, now_ms: int
+        self, partitions: list[int], limit: int, worker_id: str, lease_ms: int, now_ms: int
     ) -> list[tuple[str, str]]:
-        """Ready conversations whose lease this worker now holds: [(conv_id, token)]."""
-        parts = [PartitionKeys(i) for i in partitions]
-        # A cluster refuses a script over keys of several slots: one call per partition, concurrently.
-        groups = [parts] if not self.cluster else [[p] for p in parts]
+        """Up to `limit` ready conversations whose lease this worker now holds: [(conv_id, token)].
+
+        The partitions are visited from a rotating start, so a busy partition cannot starve the others.
+        """
+        if not partitions or limit <= 0:
+            return []
+        self._rotation = (self._rotation + 1) % len(partitions)
+        order = partitions[self._rotation :] + partitions[: self._rotation]
+        if not self.cluster:
+            calls = [(order, limit)]
+        else:
+            # A cluster refuses a script over keys of several slots: one call per partition, run
+            # concurrently, the limit shared out between them.
+            share, extra = divmod(limit, len(order))
+            calls = [([p], share + (i < extra)) for i, p in enumerate(order) if share + (i < extra)]
         answers = await asyncio.gather(
             *(
-                self._claim(keys=[p.ready for p in group], args=[now_ms, lease_ms, max_per, worker_id])
-                for group in groups
+                self._claim(
+                    keys=[PartitionKeys(p).ready for p in group], args=[now_ms, lease_ms, room, worker_id]
+                )
+                for group, room in calls
             )
         )
         return [(flat[i], flat[i + 1]) for flat in answers for i in range(0, len(flat), 2)]
