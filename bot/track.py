@@ -299,7 +299,13 @@ class TrackSender:
         with contextlib.suppress(Exception):
             self._dispatch(final=True)
         if self._tasks:
-            await asyncio.wait(self._tasks, timeout=self._settings.braze_timeout_s + 1)
+            _, late = await asyncio.wait(self._tasks, timeout=self._settings.braze_timeout_s + 1)
+            # Still waiting (a long 429, a hanging Braze): stop them; their entries stay unsettled
+            # in Redis and the partition's next reader sends them.
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late, timeout=1)
         with contextlib.suppress(Exception):
             await self._leases.release_all()
 

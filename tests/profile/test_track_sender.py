@@ -228,3 +228,19 @@ async def test_requests_are_paced_to_the_configured_rate(redis_url: str) -> None
         assert len(times) == 3
         gaps = [b - a for a, b in itertools.pairwise(times)]
         assert all(gap >= 0.5 for gap in gaps), gaps
+
+
+async def test_a_shutdown_in_the_middle_of_a_request_loses_nothing(redis_url: str) -> None:
+    entries = updates(60)
+    async with start_broker(redis_url, braze_timeout_s=0.5) as first:
+        # Braze hangs past the request timeout and the shutdown's grace: the requests are in flight
+        # (their outcome unknown to the broker) when the process stops.
+        first.braze.delay_s = 3
+        await enqueue(first.runtime.redis, PARTITIONS, entries)
+        await first.wait_for(lambda: len(track_requests(first.braze)) >= 1, what="a request in flight")
+    async with start_broker(redis_url) as second:
+        await second.wait_for(lambda: len(objects(second.braze.track_bodies)) >= 60, what="the updates")
+        assert set(objects(second.braze.track_bodies)) == {json.dumps(e.obj, sort_keys=True) for e in entries}
+        await second.settle(0.2)
+        assert await stream_lengths(second.runtime.redis, "track") == 0
+        assert await dead_letters(second.runtime.redis) == []
