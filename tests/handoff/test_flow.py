@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import aiohttp
+
 from prompts import load_prompts
 from tests.handoff.helpers import agent_call, conv_path, detail, listen, wait_transcript
-from tests.harness import AGENT2_TOKEN, AGENT_TOKEN, REPLY_CAMPAIGN, Broker
+from tests.harness import AGENT2_TOKEN, AGENT_TOKEN, REPLY_CAMPAIGN, Broker, start_broker
 
 TEXTS = load_prompts()
 HANDOFF = TEXTS.text("handoff")
@@ -170,3 +174,20 @@ async def test_event_stream_authentication(broker: Broker) -> None:
         assert note == {**note, "id": "u-123", "agent": "alice", "text": "on it"}
         await broker.say("thanks")
         await agent.wait_for("message", lambda d: d["role"] == "user" and d["text"] == "thanks")
+
+
+async def test_shutdown_ends_open_event_streams_promptly(redis_url: str) -> None:
+    loop = asyncio.get_running_loop()
+    async with aiohttp.ClientSession() as http:
+        async with start_broker(redis_url) as broker:
+            resp = await http.get(
+                broker.url + "/agent/events", headers={"Authorization": f"Bearer {AGENT_TOKEN}"}
+            )
+            assert resp.status == 200
+            assert (await resp.content.readline()).startswith(b"retry:")
+            began = loop.time()
+        # Leaving the block shuts the broker down; an open stream must not hold it up.
+        assert loop.time() - began < 5
+        await asyncio.wait_for(resp.content.read(), 5)
+        assert resp.content.at_eof()
+        resp.release()

@@ -149,3 +149,18 @@ async def test_webhook_for_unknown_conversations_or_without_zendesk(redis_url: s
         assert status == 200 and body["status"] == "ignored"
         status, _ = await _webhook(zd_broker, b"{not json", signed_headers(b"{not json"))
         assert status == 400
+
+
+async def test_comments_with_quotes_and_new_lines_survive_the_unescaped_trigger_body(redis_url: str) -> None:
+    async with broker_with_zendesk(redis_url) as (broker, zendesk):
+        await broker.say("agent")
+        ticket = await _ticket(broker, zendesk)
+        text = 'Your parcel is marked "delivered".\nCould you check with your neighbours?'
+        # What Zendesk renders: placeholders are pasted into the body without JSON escaping.
+        raw = (
+            f'{{"ticket_id": "{ticket.id}", "external_id": "u-123", "status": "pending", '
+            f'"comment": "{text}", "author_role": "agent"}}'
+        ).encode()
+        status, body = await _webhook(broker, raw, signed_headers(raw))
+        assert status == 200 and body["relayed"] is True
+        assert (await broker.replies("u-123", 2))[-1] == text
