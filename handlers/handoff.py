@@ -38,10 +38,11 @@ def mark(ctx: TurnContext, marker: str, text: str) -> None:
 
 def notify(ctx: TurnContext, name: str, **values: str) -> bool:
     """Tell the user about a change of owner, inside the 24-hour window only (never as a paid template)."""
-    if not ctx.state.window_open(ctx.now):
-        ctx.mutation.audit.append(
-            {"at": ctx.now, "event": "notice_skipped", "notice": name, "reason": "24-hour window closed"}
-        )
+    why = "customer opted out" if ctx.state.opted_out else ""
+    if not why and not ctx.state.window_open(ctx.now):
+        why = "24-hour window closed"
+    if why:
+        ctx.mutation.audit.append({"at": ctx.now, "event": "notice_skipped", "notice": name, "reason": why})
         return False
     ctx.say(ctx.texts.text(name, **values), "system")
     return True

@@ -7,6 +7,7 @@ import asyncio
 import aiohttp
 
 from prompts import load_prompts
+from tests.fakes.llm import completion
 from tests.handoff.helpers import agent_call, conv_path, detail, listen, wait_transcript
 from tests.harness import AGENT2_TOKEN, AGENT_TOKEN, REPLY_CAMPAIGN, Broker, start_broker
 
@@ -191,3 +192,37 @@ async def test_shutdown_ends_open_event_streams_promptly(redis_url: str) -> None
         await asyncio.wait_for(resp.content.read(), 5)
         assert resp.content.at_eof()
         resp.release()
+
+
+async def test_the_model_hands_off_with_its_tool_or_after_failing_twice(broker: Broker) -> None:
+    broker.llm.script = lambda body: completion(None, [("handoff_to_agent", {"reason": "refund dispute"})])
+    await broker.say("I want my money back for the broken blender")
+    assert await broker.replies("u-123") == [HANDOFF]
+    view = await detail(broker, "u-123")
+    moves = [(a["to"], a["by"], a["reason"]) for a in view["audit"] if a["event"] == "status"]
+    assert moves == [("waiting", "llm", "refund dispute")]
+
+    broker.llm.script = None
+    broker.llm.faults = [500, 500]
+    await broker.say("hello", user_id="u-456", phone="+15550004444")
+    assert await broker.replies("u-456") == [TEXTS.text("apology")]
+    await broker.say("hello??", user_id="u-456", phone="+15550004444")
+    assert await broker.replies("u-456", 2) == [TEXTS.text("apology"), HANDOFF]
+    view = await detail(broker, "u-456")
+    assert view["status"] == "waiting"
+    assert [a["by"] for a in view["audit"] if a["event"] == "status"] == ["llm_failure"]
+
+
+async def test_an_opted_out_customer_gets_no_notices_and_no_agent_messages(broker: Broker) -> None:
+    await broker.say("agent")
+    await broker.replies("u-123", 1)
+    await broker.say("stop")
+    await broker.replies("u-123", 2)
+    code, _ = await agent_call(broker, "POST", conv_path("u-123", "/claim"))
+    assert code == 200
+    code, body = await agent_call(broker, "POST", conv_path("u-123", "/messages"), body={"text": "hi?"})
+    assert code == 409 and body["error"]["code"] == "conflict"
+    code, _ = await agent_call(broker, "POST", conv_path("u-123", "/release"))
+    assert code == 200
+    await broker.settle()
+    assert broker.braze.messages_for("u-123") == [HANDOFF, TEXTS.text("optout_confirmation")]
