@@ -53,7 +53,7 @@ from bot.partitions import PartitionLeases
 from bot.settings import Settings
 from bot.store.conversations import REDIS_DOWN
 from bot.store.keys import PartitionKeys, partition_of
-from bot.store.streams import Entry, Streams
+from bot.store.streams import GROUP, Entry, Streams
 
 log = logging.getLogger("bot.track")
 
@@ -259,6 +259,7 @@ class TrackSender:
         self._in_flight: set[tuple[int, str]] = set()
         self._paused_until = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()  # a request finished: its users may go again
         self._batch = settings.braze_track_batch
         self._linger = settings.braze_track_linger_ms / 1000
         self._bucket = TokenBucket(settings.braze_track_rate)
@@ -285,8 +286,13 @@ class TrackSender:
                     )
                     await self._take(fresh)
                 self._dispatch(final=False)
-                if not self._leases.owned or room <= 0:
+                if not self._leases.owned:
                     await _sleep_or_stop(stop, 0.05)
+                elif room <= 0:
+                    # Hands full: the next thing that can change anything is a request finishing.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), timeout=0.05)
+                self._wake.clear()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a Redis blip: the entries are still in Redis
@@ -348,44 +354,62 @@ class TrackSender:
     def _dispatch(self, *, final: bool) -> None:
         if not final and time.time() < self._paused_until:
             return
-        while len(self._tasks) < self._settings.braze_track_in_flight or final:
-            batch = self._next_batch(final)
-            if not batch:
-                return
+        slots = len(self._pending) if final else self._settings.braze_track_in_flight - len(self._tasks)
+        for batch in self._next_batches(slots, final):
             task = asyncio.create_task(self._send(batch))
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(self._done)
 
-    def _next_batch(self, final: bool) -> list[Item]:
-        batch: list[Item] = []
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._wake.set()
+
+    def _next_batches(self, slots: int, final: bool) -> list[list[Item]]:
+        """Up to `slots` requests' worth of items, in one pass over what is in hand.
+
+        A user's items all go in one request of the pass: a user with a request in flight waits
+        for it, and a second attributes object of a user waits (with everything after it) for the
+        first to be accepted, to keep the user's updates in order.
+        """
+        if slots <= 0 or not self._pending:
+            return []
+        batches: list[list[Item]] = []
+        current: list[Item] = []
         with_attributes: set[str] = set()
+        batch_of: dict[str, int] = {}  # user -> the request of this pass that carries it
         held_back: set[str] = set()
         for item in self._pending:
             user = item.user
             if user in self._busy or user in held_back:
                 held_back.add(user)
                 continue
+            if batch_of.get(user, len(batches)) != len(batches):
+                held_back.add(user)
+                continue
             if item.track and item.track.type == "attributes":
                 if user in with_attributes:
-                    # A second attributes object of this user waits for the first to be accepted,
-                    # and so does everything after it, to keep the user's updates in order.
                     held_back.add(user)
                     continue
                 with_attributes.add(user)
-            batch.append(item)
-            if len(batch) >= self._batch:
-                break
-        if not batch:
+            current.append(item)
+            batch_of[user] = len(batches)
+            if len(current) >= self._batch:
+                batches.append(current)
+                current, with_attributes = [], set()
+                if len(batches) >= slots:
+                    break
+        ripe = final or (current and time.monotonic() - current[0].seen_at >= self._linger)
+        if current and len(batches) < slots and ripe:
+            batches.append(current)
+        if not batches:
             return []
-        ripe = final or len(batch) >= self._batch or time.monotonic() - batch[0].seen_at >= self._linger
-        if not ripe:
-            return []
-        chosen = {id(item) for item in batch}
+        chosen = {id(item) for batch in batches for item in batch}
         self._pending = deque(i for i in self._pending if id(i) not in chosen)
-        for item in batch:
-            self._busy.add(item.user)
-            self._in_flight.add(_ref(item.entry))
-        return batch
+        for batch in batches:
+            for item in batch:
+                self._busy.add(item.user)
+                self._in_flight.add(_ref(item.entry))
+        return batches
 
     async def _send(self, batch: list[Item]) -> None:
         try:
@@ -475,11 +499,21 @@ class TrackSender:
 
     # -- settling ------------------------------------------------------------------------------
     async def _settle(self, items: list[Item]) -> None:
+        """Acknowledge and delete entries Braze accepted: two commands per partition, not per entry."""
         if not items:
             return
-        parts = {i.entry.partition for i in items}
-        streams = {p: self._leases.stream(p) for p in parts}
-        await with_redis_retries(lambda: self._streams.settle(streams, [i.entry for i in items]))
+        by_stream: dict[str, list[str]] = {}
+        for item in items:
+            by_stream.setdefault(self._leases.stream(item.entry.partition), []).append(item.entry.stream_id)
+
+        async def settle() -> None:
+            async with self._streams.redis.pipeline(transaction=False) as pipe:
+                for stream, ids in by_stream.items():
+                    pipe.xack(stream, GROUP, *ids)
+                    pipe.xdel(stream, *ids)
+                await pipe.execute()
+
+        await with_redis_retries(settle)
 
     async def _dead(self, items: list[Item], reason: str, detail: str = "") -> None:
         for item in items:

@@ -130,3 +130,19 @@ def test_the_documented_example_file_is_valid() -> None:
     table = routes_for(settings)
     assert [r.action for r in table.routes] == ["reply", "campaign", "faq", "handoff", "call"]
     assert table.match(["Order #1234567 please"]) is table.routes[2]
+
+
+async def test_a_call_route_requests_a_call(redis_url: str, tmp_path: Path) -> None:
+    from tests.regal.helpers import regal_broker
+
+    path = tmp_path / "routes.yaml"
+    path.write_text(
+        "routes:\n  - keyword: [callback, phone me]\n    action: call\n    reason: wants a callback\n"
+    )
+    async with regal_broker(redis_url, routes_file=str(path)) as (broker, regal):
+        await broker.say("Phone me!")
+        assert await broker.replies("u-123", 1) == [load_prompts().text("call_requested")]
+        await broker.wait_for(lambda: regal.events != [], what="the Regal event")
+        assert regal.events[0]["properties"]["reason"] == "wants a callback"
+        assert regal.events[0]["properties"]["trigger"] == "route"
+        assert broker.llm.requests == []
