@@ -435,7 +435,7 @@ class Runner:
             return attrs
 
         if await self._poll(lambda: all(merged().get(k) == v for k, v in wanted.items()), step.timeout_s):
-            return Outcome(True, ", ".join(f"{k}={v}" for k, v in wanted.items()))
+            return Outcome(True, _short(", ".join(f"{k}={v}" for k, v in wanted.items()), 90))
         got = {k: merged().get(k, "(not sent)") for k in wanted}
         return Outcome(
             False,

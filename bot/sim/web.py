@@ -216,6 +216,10 @@ class SimulatorWeb:
         # alias: either way, the conversation id.
         return address
 
+    def _name(self, address: str) -> str:
+        customer = self.customers.get(self._customer_of(address))
+        return customer.name if customer else address
+
     async def _relay_deliveries(self) -> None:
         """One at a time, so the page shows messages in the order Braze received them."""
         while not self.hub.closed.is_set():
@@ -247,17 +251,24 @@ class SimulatorWeb:
                 for r in body.get("recipients") or []
                 if isinstance(r, dict)
             ]
-            who = ", ".join(self._customer_of(a) for a in addresses) or "nobody"
+            who = ", ".join(self._name(a) for a in addresses) or "nobody"
             if status == 201:
+                retried = []
                 for address in addresses:
                     failed = self._failed_sends.pop(address, None)
                     if failed:
                         first, attempts, code = failed
+                        retried.append(address)
                         self.hub.log(
-                            f"Braze accepted the retry to {self._customer_of(address)} "
+                            f"Braze accepted the retry to {self._name(address)} "
                             f"{time.time() - first:.1f} s after the first {code} (attempt {attempts + 1})",
                             "ok",
                         )
+                fresh = [a for a in addresses if a not in retried]
+                if fresh:
+                    self.hub.log(
+                        f"Braze accepted the send to {', '.join(self._name(a) for a in fresh)} (201)"
+                    )
                 return
             for address in addresses:
                 first, attempts, _ = self._failed_sends.get(address, (time.time(), 0, status))
@@ -294,9 +305,12 @@ class SimulatorWeb:
         ids = list(self.customers)
         for state in await store.states(ids):
             now = (state.status, state.agent)
-            if self.status.get(state.id) != now:
+            before = self.status.get(state.id)
+            if before != now:
                 self.status[state.id] = now
                 self.hub.emit("status", customer=state.id, status=state.status, agent=state.agent)
+                if before and before[0] != "new":
+                    await self._log_status(state.id, before[0], state.status, state.agent)
         dead = await self.sim.runtime.streams.dead_depth()
         if dead > self._dead:
             self.hub.log(
@@ -305,6 +319,14 @@ class SimulatorWeb:
                 "error",
             )
         self._dead = dead
+
+    async def _log_status(self, conv: str, before: str, status: str, agent: str) -> None:
+        audit = await self.sim.runtime.store.audit(conv)
+        change: dict[str, Any] = next((a for a in reversed(audit) if a.get("to") == status), {})
+        why = f" ({change['reason']})" if change.get("reason") else ""
+        name = self.customers[conv].name if conv in self.customers else conv
+        shown = {"bot": "the bot", "waiting": "waiting for an agent", "with_agent": f"agent {agent}"}
+        self.hub.log(f"{name}'s conversation: {shown.get(before, before)} → {shown.get(status, status)}{why}")
 
     # -- views ----------------------------------------------------------------------------------
     async def _page(self, request: web.Request) -> web.StreamResponse:

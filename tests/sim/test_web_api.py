@@ -117,15 +117,20 @@ async def test_braze_429_is_waited_out_and_narrated(web_sim: WebSim) -> None:
     assert any("after the first 429 (attempt 2)" in line for line in logs)
 
 
-async def test_braze_500_until_dead_lettered_is_kept_not_dropped(web_sim: WebSim) -> None:
-    attempts = web_sim.ui.settings.braze_max_attempts
-    await web_sim.post("faults", {"kind": "braze_500", "times": attempts})
-    await web_sim.post("send", {"customer": JANE, "text": "hello"})
-    await web_sim.until(
-        lambda: any("dead-lettered" in line for line in web_sim.logs()), "the dead letter", 30
-    )
-    assert web_sim.delivered(JANE) == []
-    assert await web_sim.ui.sim.runtime.streams.dead_depth() == 1
+async def test_braze_500_until_dead_lettered_is_kept_not_dropped(sim_settings: Settings) -> None:
+    quick = sim_settings.model_copy(update={"braze_max_attempts": 3, "braze_retry_max_wait_s": 0.1})
+    async with running(quick) as (ui, base), aiohttp.ClientSession() as http:
+        web_sim = WebSim(ui, base, http)
+        await web_sim.post("faults", {"kind": "braze_500", "times": 3})
+        await web_sim.post("send", {"customer": JANE, "text": "hello"})
+        await web_sim.until(
+            lambda: any("dead-lettered" in line for line in web_sim.logs()), "the dead letter"
+        )
+        assert web_sim.delivered(JANE) == []
+        sends = [r["status"] for r in ui.sim.standin.requests if r["path"] == "/campaigns/trigger/send"]
+        assert sends == [500, 500, 500]
+        assert await ui.sim.runtime.streams.dead_depth() == 1
+        assert any("dead-lettered after 3 attempts" in line for line in web_sim.logs())
 
 
 async def test_a_failing_llm_gets_the_customer_an_apology(web_sim: WebSim) -> None:
