@@ -33,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-worker", action="store_true", help="HTTP only")
     worker = sub.add_parser("worker", help="workers only (needs REDIS_URL)")
     worker.add_argument("--env-file", default=".env")
+    worker.add_argument(
+        "--health-port", type=int, default=0, help="serve /healthz, /readyz and /metrics on this port"
+    )
     simulate = sub.add_parser("simulate", help="chat with the bot locally against a stand-in for Braze")
     simulate.add_argument("--web", action="store_true", help="open the chat in a browser page")
     simulate.add_argument("--script", type=Path, help="run a conversation script and check its expectations")
@@ -102,16 +105,33 @@ async def _serve(settings: Settings, redis_url: str, host: str, port: int, worke
         await runner.cleanup()
 
 
-async def _worker(settings: Settings, redis_url: str) -> None:
+async def _worker(settings: Settings, redis_url: str, health_port: int = 0) -> None:
+    from bot.appkeys import RUNTIME
     from bot.runtime import open_runtime
+    from bot.web import health
 
     async with open_runtime(settings, redis_url) as runtime:
         stop = asyncio.Event()
         loops = asyncio.create_task(runtime.run_loops(stop))
-        logs.event(log, "worker_started", owner=runtime.owner, backend=settings.backend)
+        probes = None
+        if health_port:
+            # Probes and metrics for orchestrators (deploy/k8s): the worker's own runtime, no webhooks.
+            app = web.Application()
+            app[RUNTIME] = runtime
+            app.router.add_get("/healthz", health.healthz)
+            app.router.add_get("/readyz", health.readyz)
+            app.router.add_get("/metrics", health.metrics)
+            probes = web.AppRunner(app, access_log=None)
+            await probes.setup()
+            await web.TCPSite(probes, "0.0.0.0", health_port).start()
+        logs.event(
+            log, "worker_started", owner=runtime.owner, backend=settings.backend, health_port=health_port
+        )
         await _until_signalled()
         stop.set()
         await loops
+        if probes is not None:
+            await probes.cleanup()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -163,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _refuse(missing)
         assert settings.redis_url
         _install_uvloop()
-        asyncio.run(_worker(settings, settings.redis_url))
+        asyncio.run(_worker(settings, settings.redis_url, args.health_port))
         return 0
     return 2  # pragma: no cover - argparse rejects unknown commands
 
