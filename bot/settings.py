@@ -189,7 +189,7 @@ class Settings(BaseSettings):
 
     @property
     def regal_enabled(self) -> bool:
-        return self.regal_api_key is not None
+        return bool(self.regal_api_key and self.regal_api_key.get_secret_value().strip())
 
     def missing_for_serve(self) -> list[str]:
         """One line per required setting that `serve` cannot run without."""

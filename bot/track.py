@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections import deque
@@ -47,7 +46,7 @@ from pydantic import BaseModel, ValidationError, field_validator
 from bot.clients.braze import BrazeClient
 from bot.clients.http import with_retries
 from bot.errors import OutboundError, RateLimited
-from bot.logs import event, mask_id
+from bot.logs import event, mask_id, mask_phone
 from bot.metrics import Metrics
 from bot.partitions import PartitionLeases
 from bot.settings import Settings
@@ -452,7 +451,7 @@ class TrackSender:
         rejected, ambiguous, unattributed = rejected_objects(errors, counts)
         for error in unattributed:
             self._metrics.dead_letters.labels("track", "unattributed_error").inc()
-            event(log, "track_error_unattributed", logging.WARNING, error=json.dumps(error)[:300])
+            event(log, "track_error_unattributed", logging.WARNING, error=_error_text([error]) or "untyped")
         bad = [ordered[i] for i in sorted(rejected)]
         unsure = [ordered[i] for i in sorted(ambiguous)]
         if bad:
@@ -527,10 +526,19 @@ class TrackSender:
                 kind="track",
                 reason=reason,
                 type=item.track.type if item.track else None,
-                user=mask_id(item.user.partition(":")[2]) if item.user else None,
+                user=_who(item.track.obj) if item.track else None,
                 detail=detail or None,
             )
         await self._settle(items)
+
+
+def _who(obj: dict[str, Any]) -> str:
+    """The user of an object for a log line: ids as they are (phones masked), never an email."""
+    if obj.get("external_id") or obj.get("braze_id"):
+        return mask_id(str(obj.get("external_id") or obj.get("braze_id")))
+    if isinstance(obj.get("user_alias"), dict):
+        return mask_phone(str(obj["user_alias"].get("alias_name", "")))
+    return "email" if obj.get("email") else "phone"
 
 
 def _ref(entry: Entry) -> tuple[int, str]:

@@ -213,7 +213,7 @@ def regal_job_handlers(
 ) -> dict[str, JobHandler]:
     """Registered even without Regal configured: a call job left from when it was still tells the customer."""
     client = None
-    if settings.regal_api_key is not None:
+    if settings.regal_enabled and settings.regal_api_key is not None:
         client = RegalClient(
             session, settings.regal_events_url, settings.regal_api_key, settings.regal_timeout_s
         )

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import time
 from collections import Counter
 from typing import Any
+
+import pytest
 
 from bot.store.connection import connect
 from bot.store.keys import PartitionKeys
@@ -244,3 +247,33 @@ async def test_a_shutdown_in_the_middle_of_a_request_loses_nothing(redis_url: st
         await second.settle(0.2)
         assert await stream_lengths(second.runtime.redis, "track") == 0
         assert await dead_letters(second.runtime.redis) == []
+
+
+async def test_a_rejected_objects_log_line_names_no_phone_or_email(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    alias = {"user_alias": {"alias_name": "+15550001111", "alias_label": "phone"}}
+    entries = [
+        TrackEntry(
+            type="attributes", obj={**alias, "email": "jo@example.com", "_update_existing_only": False}
+        ),
+        TrackEntry(
+            type="event", obj={"email": "jo@example.com", "name": "X", "time": "2024-01-01T00:00:00Z"}
+        ),
+    ]
+    caplog.set_level(logging.INFO)
+    async with start_broker(redis_url) as broker:
+        broker.braze.track_errors = lambda body: [
+            {"type": "rejected", "index": 0},
+            {"type": "rejected", "index": 1},
+        ]
+        await enqueue(broker.runtime.redis, PARTITIONS, entries)
+        for _ in range(200):
+            if len(await dead_letters(broker.runtime.redis)) == 2:
+                break
+            await broker.settle(0.02)
+        assert len(await dead_letters(broker.runtime.redis)) == 2
+    lines = [r.getMessage() for r in caplog.records if "dead_letter" in r.getMessage()]
+    assert len(lines) == 2
+    assert "+1555***1111" in " ".join(lines)
+    assert "+15550001111" not in caplog.text and "jo@example.com" not in caplog.text
