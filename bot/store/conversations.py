@@ -72,7 +72,8 @@ class Mutation:
         if self.incr_epoch:
             body["incr_epoch"] = True
         if self.history:
-            body["hist"] = [h.model_dump_json() for h in self.history]
+            # without empty marker/agent fields: history is most of a conversation's memory
+            body["hist"] = [h.model_dump_json(exclude_defaults=True) for h in self.history]
         if self.audit:
             body["audit"] = [json.dumps(a) for a in self.audit]
         if self.out:
@@ -153,8 +154,8 @@ class Store:
         """Queue `entry` unless this digest was seen; True when it is new. Raises StoreUnavailable."""
         try:
             fresh = await self._accept(
-                keys=[keys.dedupe(digest), keys.inbox, keys.part.ready],
-                args=[ttl_s, entry.model_dump_json(), keys.conv_id, now_ms],
+                keys=[keys.seen, keys.inbox, keys.part.ready],
+                args=[ttl_s, entry.model_dump_json(exclude_defaults=True), keys.conv_id, now_ms, digest],
             )
         except REDIS_DOWN as exc:
             raise StoreUnavailable(str(exc)) from exc

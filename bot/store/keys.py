@@ -100,6 +100,12 @@ class ConvKeys:
     def dedupe(self, digest: str) -> str:
         return f"dedupe:{self.part.tag}:{self.conv_id}:{digest}"
 
+    @property
+    def seen(self) -> str:
+        """Digests of the conversation's recent inbound messages (zset scored by expiry): one key
+        per conversation instead of one per message, ~1.3 KiB less per 20 messages."""
+        return self._key("seen")
+
     def apply_keys(self) -> list[str]:
         """KEYS of apply.lua, in its order."""
         p = self.part
