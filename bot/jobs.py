@@ -54,7 +54,8 @@ class JobRunner:
         self._attempts = attempts
         self._max_wait_s = max_wait_s
         self._slots = asyncio.Semaphore(32)
-        self._running: set[str] = set()
+        # Stream ids repeat across partitions: an entry is known by (partition, stream id).
+        self._running: set[tuple[int, str]] = set()
         self._reclaimed: list[Entry] = []
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -89,8 +90,11 @@ class JobRunner:
         return self._leases.streams_owned()
 
     def unheld(self, entries: list[Entry]) -> list[Entry]:
-        queued = {e.stream_id for e in self._reclaimed}
-        return [e for e in entries if e.stream_id not in self._running and e.stream_id not in queued]
+        queued = {(e.partition, e.stream_id) for e in self._reclaimed}
+        return [
+            e for e in entries
+            if (e.partition, e.stream_id) not in self._running and (e.partition, e.stream_id) not in queued
+        ]
 
     async def reclaim(self, part: int, entries: list[Entry]) -> None:
         self._reclaimed += entries
@@ -99,7 +103,7 @@ class JobRunner:
         by_conv: dict[str, list[Entry]] = {}
         for entry in entries:
             by_conv.setdefault(str(entry.payload.get("conv", "")), []).append(entry)
-        ids = {e.stream_id for e in entries}
+        ids = {(e.partition, e.stream_id) for e in entries}
         self._running |= ids
         try:
             await asyncio.gather(*(self._run_in_order(group) for group in by_conv.values()))
