@@ -47,7 +47,10 @@ async function api(path, body) {
 const CONSOLE_TOKEN_KEY = "agent-token";
 
 function consoleUrl(id) {
-  return `/agent?conversation=${encodeURIComponent(id)}`;
+  // The fragment carries the token to the console without it reaching any server log.
+  const token = state.config && state.config.agent_token;
+  const fragment = token ? `#token=${encodeURIComponent(token)}` : "";
+  return `/agent?conversation=${encodeURIComponent(id)}${fragment}`;
 }
 
 function openConsole(event) {

@@ -276,5 +276,9 @@ $("signin-form").addEventListener("submit", async (ev) => {
 });
 $("signout").addEventListener("click", () => signOut(""));
 
-const saved = sessionStorage.getItem(KEY);
+// A link may carry the token in the fragment (never sent to the server, never in logs);
+// take it once and drop it from the address bar.
+const fromLink = new URLSearchParams(location.hash.slice(1)).get("token");
+if (fromLink) history.replaceState(null, "", location.pathname + location.search);
+const saved = fromLink || sessionStorage.getItem(KEY);
 if (saved) signIn(saved);
