@@ -8,14 +8,24 @@ import sys
 
 from tests.processes import ROOT
 
-CLEAN_ENV = {k: v for k, v in os.environ.items()
-             if not k.startswith(("BRAZE_", "OPENAI_", "REDIS_", "WEBHOOK_", "LLM_", "AGENT_", "ZENDESK_", "REGAL_"))}
+CLEAN_ENV = {
+    k: v
+    for k, v in os.environ.items()
+    if not k.startswith(("BRAZE_", "OPENAI_", "REDIS_", "WEBHOOK_", "LLM_", "AGENT_", "ZENDESK_", "REGAL_"))
+}
 
 
-def run(*args: str, stdin: str = "", env: dict[str, str] | None = None, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, stdin: str = "", env: dict[str, str] | None = None, timeout: float = 90
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "bot", *args], input=stdin, capture_output=True, text=True, timeout=timeout,
-        cwd=ROOT, env={**CLEAN_ENV, **(env or {})},
+        [sys.executable, "-m", "bot", *args], check=False,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={**CLEAN_ENV, **(env or {})},
     )
 
 
@@ -45,8 +55,12 @@ def test_serve_refuses_to_start_naming_each_missing_setting() -> None:
 
 
 def test_serve_names_malformed_settings_without_printing_secrets() -> None:
-    env = {"BRAZE_REST_ENDPOINT": "not-a-url", "REDIS_URL": "http://x", "BRAZE_API_KEY": "super-secret-key",
-           "AGENT_API_TOKENS": "broken"}
+    env = {
+        "BRAZE_REST_ENDPOINT": "not-a-url",
+        "REDIS_URL": "http://x",
+        "BRAZE_API_KEY": "super-secret-key",
+        "AGENT_API_TOKENS": "broken",
+    }
     result = run("serve", "--env-file", "/nonexistent", env=env, timeout=30)
     assert result.returncode == 2
     for name in ("BRAZE_REST_ENDPOINT", "REDIS_URL", "AGENT_API_TOKENS"):
@@ -55,7 +69,10 @@ def test_serve_names_malformed_settings_without_printing_secrets() -> None:
 
 
 def test_worker_requires_redis_url() -> None:
-    env = {"BRAZE_REST_ENDPOINT": "https://rest.iad-01.braze.com", "BRAZE_API_KEY": "k",
-           "BRAZE_REPLY_CAMPAIGN_ID": "c"}
+    env = {
+        "BRAZE_REST_ENDPOINT": "https://rest.iad-01.braze.com",
+        "BRAZE_API_KEY": "k",
+        "BRAZE_REPLY_CAMPAIGN_ID": "c",
+    }
     result = run("worker", "--env-file", "/nonexistent", env=env, timeout=30)
     assert result.returncode == 2 and "REDIS_URL" in result.stderr

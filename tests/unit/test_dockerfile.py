@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_dockerfile_is_slim_non_root_and_serves() -> None:
     lines = [line.strip() for line in (ROOT / "Dockerfile").read_text().splitlines()]
-    assert lines[[i for i, line in enumerate(lines) if line.startswith("FROM")][0]].endswith("-slim")
+    assert lines[next(i for i, line in enumerate(lines) if line.startswith("FROM"))].endswith("-slim")
     for line in lines:
         if line.startswith("COPY "):
             for source in line.split()[1:-1]:

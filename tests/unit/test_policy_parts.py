@@ -20,8 +20,15 @@ from prompts import load_prompts
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("agent", True), ("Agent!", True), ("  AGENT?! ", True), ("my travel agent", False), ("agents", False),
-     ("", False), ("human.", True)],
+    [
+        ("agent", True),
+        ("Agent!", True),
+        ("  AGENT?! ", True),
+        ("my travel agent", False),
+        ("agents", False),
+        ("", False),
+        ("human.", True),
+    ],
 )
 def test_keywords_match_whole_messages(text: str, expected: bool) -> None:
     assert matches(text, ("agent", "human")) is expected
@@ -35,9 +42,14 @@ def test_multi_word_keywords() -> None:
 
 @pytest.mark.parametrize(
     ("question", "answer_contains"),
-    [("where is my oder??", "tracking"), ("How long does shipping take", "working days"),
-     ("I want my money back", "return"), ("can i pay with paypal", "PayPal"), ("hello", "virtual assistant"),
-     ("when are you open", "Monday")],
+    [
+        ("where is my oder??", "tracking"),
+        ("How long does shipping take", "working days"),
+        ("I want my money back", "return"),
+        ("can i pay with paypal", "PayPal"),
+        ("hello", "virtual assistant"),
+        ("when are you open", "Monday"),
+    ],
 )
 def test_faq_finds_the_best_answer(question: str, answer_contains: str) -> None:
     entry, score = FaqMatcher(load_prompts().faq).best(question)
@@ -74,11 +86,11 @@ def test_profile_fields_are_validated_one_by_one() -> None:
     past = (date.today() - timedelta(days=365 * 30)).isoformat()
     future = (date.today() + timedelta(days=3)).isoformat()
     accepted, refused = validate_profile(
-        '{"first_name": " Jane ", "email": "jane@@example", "dob": "%s", "home_city": "Berlin"}' % past
+        f'{{"first_name": " Jane ", "email": "jane@@example", "dob": "{past}", "home_city": "Berlin"}}'
     )
     assert accepted == {"first_name": "Jane", "dob": past, "home_city": "Berlin"}
     assert set(refused) == {"email"}
-    _, refused = validate_profile('{"dob": "%s", "external_id": "someone-else"}' % future)
+    _, refused = validate_profile(f'{{"dob": "{future}", "external_id": "someone-else"}}')
     assert set(refused) == {"dob", "external_id"}
     assert validate_profile("not json") == ({}, {})
 
@@ -108,8 +120,9 @@ def test_phone_normalization() -> None:
 
 
 def test_liquid_empty_strings_count_as_absent() -> None:
-    body = InboundWebhook.model_validate({"user_id": "", "phone_number": "+447700900123", "message": "hi",
-                                          "message_id": "", "unknown": 1})
+    body = InboundWebhook.model_validate(
+        {"user_id": "", "phone_number": "+447700900123", "message": "hi", "message_id": "", "unknown": 1}
+    )
     assert body.conv_id == "+447700900123"
     with pytest.raises(ValueError):
         InboundWebhook.model_validate({"user_id": "", "phone_number": "", "message": "hi"})
