@@ -63,7 +63,7 @@ def test_faq_declines_what_it_does_not_know() -> None:
 
 
 def test_split_text_keeps_everything_in_order_within_the_limit() -> None:
-    text = "\n\n".join("para %d " % i + "x" * 1500 for i in range(8))
+    text = "\n\n".join(f"para {i} " + "x" * 1500 for i in range(8))
     parts = split_text(text, 4096)
     assert all(len(p) <= 4096 for p in parts)
     assert "".join(parts).replace("\n", "").replace(" ", "") == text.replace("\n", "").replace(" ", "")
