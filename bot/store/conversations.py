@@ -117,6 +117,7 @@ class Store:
         self._claim = client.register_script(_lua("claim"))
         self._renew = client.register_script(_lua("renew"))
         self._apply = client.register_script(_lua("apply"))
+        self._load = client.register_script(_lua("load"))
         self._disown = client.register_script(_lua("disown"))
         self.cluster = isinstance(client, RedisCluster)
         self._rotation = 0
@@ -201,12 +202,12 @@ class Store:
         return bool(await self._disown(keys=[keys.lease, keys.part.ready], args=[token, conv_id]))
 
     async def load(self, keys: ConvKeys, max_messages: int) -> Loaded:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(keys.conv)
-            pipe.lrange(keys.inbox, 0, max_messages - 1)
-            pipe.llen(keys.inbox)
-            pipe.lrange(keys.history, 0, -1)
-            raw_state, raw_inbox, inbox_len, raw_hist = await pipe.execute()
+        # a script rather than a pipeline of four commands: py-spy put the pipeline at ~3x the
+        # client CPU of the apply script
+        flat_state, raw_inbox, inbox_len, raw_hist = await self._load(
+            keys=[keys.conv, keys.inbox, keys.history], args=[max_messages]
+        )
+        raw_state = dict(zip(flat_state[::2], flat_state[1::2], strict=True))
         return Loaded(
             state=ConvState.from_hash(keys.conv_id, raw_state),
             entries=[InboxEntry.model_validate_json(e) for e in raw_inbox],
