@@ -166,14 +166,17 @@ class BrazeSender:
         """Drop bot rows overtaken by a human; mark the rest in flight. One round trip."""
         store = self._streams.redis
         now = time.time()
+        marks: dict[int, dict[str, str]] = {}
         async with store.pipeline(transaction=False) as pipe:
             for item in batch:
                 part = PartitionKeys(item.entry.partition)
                 pipe.hmget(ConvKeys(item.row.conv, part).conv, ["epoch", "status", "opted_out"])
-                pipe.hset(PartitionKeys(item.entry.partition).outbox_state, item.entry.stream_id, repr(now))
+                marks.setdefault(item.entry.partition, {})[item.entry.stream_id] = repr(now)
+            for index, fields in marks.items():  # one HSET per partition, not per row
+                pipe.hset(PartitionKeys(index).outbox_state, mapping=fields)
             answers = await pipe.execute()
         live, stale = [], []
-        for item, (epoch, status, opted_out) in zip(batch, answers[::2], strict=True):
+        for item, (epoch, status, opted_out) in zip(batch, answers[: len(batch)], strict=True):
             row = item.row
             overtaken = row.kind == "bot" and (int(epoch or 0) != row.epoch or (status or "bot") != "bot")
             if overtaken or (opted_out == "1" and row.kind != "system"):

@@ -102,12 +102,16 @@ class Streams:
         """Acknowledge and delete finished entries (and their in-flight markers)."""
         if not entries:
             return
+        ids: dict[int, list[str]] = {}
+        for e in entries:
+            ids.setdefault(e.partition, []).append(e.stream_id)
+        # three commands per partition, not per entry: a batch of replies settles in one round trip
         async with self.redis.pipeline(transaction=False) as pipe:
-            for e in entries:
-                pipe.xack(stream_of[e.partition], GROUP, e.stream_id)
-                pipe.xdel(stream_of[e.partition], e.stream_id)
+            for part, stream_ids in ids.items():
+                pipe.xack(stream_of[part], GROUP, *stream_ids)
+                pipe.xdel(stream_of[part], *stream_ids)
                 if state_key_of:
-                    pipe.hdel(state_key_of[e.partition], e.stream_id)
+                    pipe.hdel(state_key_of[part], *stream_ids)
             await pipe.execute()
 
     async def dead_letter(self, kind: str, entry: Entry, reason: str, attempts: int = 0) -> None:
