@@ -47,6 +47,8 @@ class BrazeSender:
         self._leases = PartitionLeases(streams, "outbox", owner, settings.queue_partitions)
         self._pending: deque[Pending] = deque()
         self._busy: set[str] = set()
+        # Rows Braze took whose settling failed (Redis was away): settled again, never resent.
+        self._unsettled: list[Pending] = []
         self._paused_until = 0.0
         self._slots = asyncio.Semaphore(settings.braze_max_in_flight)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -65,6 +67,8 @@ class BrazeSender:
                     self._pending = deque(p for p in self._pending if p.entry.partition not in lost)
                 for part in gained:
                     await self._recover(part)
+                if self._unsettled:
+                    await self._settle_unsettled()
                 block = 5 if self._pending else 50
                 fresh = await self._streams.read(self._leases.streams_owned(), count=500, block_ms=block)
                 self._pending.extend(Pending(e, OutRow.model_validate(e.payload)) for e in fresh)
@@ -102,8 +106,12 @@ class BrazeSender:
 
     def unheld(self, entries: list[Entry]) -> list[Entry]:
         """Rows neither waiting here nor of a conversation with a row in flight."""
-        waiting = {p.entry.stream_id for p in self._pending}
-        return [e for e in entries if e.stream_id not in waiting and e.payload.get("conv") not in self._busy]
+        # Stream ids repeat across partitions: an entry is known by (partition, stream id).
+        waiting = {(p.entry.partition, p.entry.stream_id) for p in [*self._pending, *self._unsettled]}
+        return [
+            e for e in entries
+            if (e.partition, e.stream_id) not in waiting and e.payload.get("conv") not in self._busy
+        ]
 
     async def reclaim(self, part: int, stale: list[Entry]) -> None:
         if not stale:
@@ -150,20 +158,28 @@ class BrazeSender:
                 task.add_done_callback(self._tasks.discard)
 
     async def _send(self, campaign: str, batch: list[Pending]) -> None:
+        done: set[str] = set()  # rows settled, dead-lettered, or taken by Braze
         try:
-            live = await self._begin(batch)
-            if live:
-                await self._deliver(campaign, live)
+            await self._deliver(campaign, batch, done)
         except Exception as exc:
-            # Redis failed around the request: the rows stay unsettled and are recovered later.
+            # Redis failed around the request (Braze errors end in _deliver). The rows Braze did
+            # not take wait their turn again, ahead of their conversations' later rows.
             event(log, "send_batch_error", logging.WARNING, error=type(exc).__name__)
+            owned = self._leases.owned
+            again = [i for i in batch if i.entry.stream_id not in done and i.entry.partition in owned]
+            self._pending.extendleft(reversed(again))
         finally:
             for item in batch:
                 self._busy.discard(item.row.conv)
             self._slots.release()
 
-    async def _begin(self, batch: list[Pending]) -> list[Pending]:
-        """Drop bot rows overtaken by a human; mark the rest in flight. One round trip."""
+    async def _begin(self, batch: list[Pending], done: set[str]) -> list[Pending]:
+        """Drop bot rows overtaken by a human; mark the rest in flight. One round trip.
+
+        Run before every attempt: a human who takes over while a request waits out a 429 or a
+        backoff still fences the bot's rows, and a row is marked in flight only while a request
+        carrying it may be on the wire (a crash then leaves it `outcome_unknown`, never resent).
+        """
         store = self._streams.redis
         now = time.time()
         marks: dict[int, dict[str, str]] = {}
@@ -186,21 +202,39 @@ class BrazeSender:
             else:
                 live.append(item)
         await self._settle(stale)
+        done.update(i.entry.stream_id for i in stale)
         return live
 
-    async def _deliver(self, campaign: str, live: list[Pending]) -> None:
-        recipients = [recipient(item.row, self._settings.braze_message_property) for item in live]
+    async def _unmark(self, items: list[Pending]) -> None:
+        """The attempt failed: no request carries these rows now."""
+        ids: dict[int, list[str]] = {}
+        for item in items:
+            ids.setdefault(item.entry.partition, []).append(item.entry.stream_id)
+        async with self._streams.redis.pipeline(transaction=False) as pipe:
+            for index, stream_ids in ids.items():
+                pipe.hdel(PartitionKeys(index).outbox_state, *stream_ids)
+            await pipe.execute()
+
+    async def _deliver(self, campaign: str, batch: list[Pending], done: set[str]) -> None:
+        live = batch
 
         async def attempt() -> None:
+            nonlocal live
+            live = await self._begin(live, done)
+            if not live:
+                return
+            recipients = [recipient(item.row, self._settings.braze_message_property) for item in live]
             try:
                 await self._braze.trigger_send(campaign, recipients)
             except RateLimited as exc:
                 self._paused_until = max(self._paused_until, time.time() + exc.retry_after)
                 self._metrics.outbound.labels("braze", "trigger_send", "429").inc()
                 event(log, "braze_rate_limited", logging.WARNING, wait_s=round(exc.retry_after, 1))
+                await self._unmark(live)
                 raise
             except OutboundError as exc:
                 self._metrics.outbound.labels("braze", "trigger_send", str(exc.status or "error")).inc()
+                await self._unmark(live)
                 raise
             self._metrics.outbound.labels("braze", "trigger_send", "200").inc()
 
@@ -215,11 +249,18 @@ class BrazeSender:
             reason = f"braze_{exc.status}" if exc.status else "braze_unreachable"
             for item in live:
                 await self._dead(item.entry, reason)
+                done.add(item.entry.stream_id)
+            return
+        if not live:
             return
         self._metrics.recipients_per_request.observe(len(live))
         for item in live:
             self._metrics.messages_sent.labels(item.row.kind).inc()
+        sent = {i.entry.stream_id for i in live}
+        done |= sent
+        self._unsettled += live
         await self._settle(live)
+        self._unsettled = [i for i in self._unsettled if i.entry.stream_id not in sent]
         event(
             log,
             "braze_sent",
@@ -227,6 +268,14 @@ class BrazeSender:
             campaign=campaign,
             ms=round((time.monotonic() - started) * 1000, 1),
         )
+
+    async def _settle_unsettled(self) -> None:
+        batch, self._unsettled = self._unsettled, []
+        try:
+            await self._settle(batch)
+        except Exception:
+            self._unsettled = batch + self._unsettled
+            raise
 
     async def _settle(self, items: list[Pending]) -> None:
         parts = {i.entry.partition for i in items}

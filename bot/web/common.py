@@ -9,7 +9,9 @@ from typing import Any
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+from bot.errors import StoreUnavailable
 from bot.logs import event
+from bot.store.conversations import REDIS_DOWN
 
 log = logging.getLogger("bot.web")
 
@@ -42,9 +44,20 @@ async def json_errors(
             raise
         code = _CODES.get(exc.status, "http_error")
         return error(exc.status, code, exc.reason)
+    except (*REDIS_DOWN, StoreUnavailable) as exc:
+        # Redis is away (restart, failover): a transient state callers should retry, not a bug.
+        event(log, "store_unavailable", logging.WARNING, route=route_of(request), error=type(exc).__name__)
+        return error(503, "store_unavailable", "message store unavailable, retry later")
     except Exception as exc:
-        event(log, "unhandled_error", logging.ERROR, path=request.path, error=type(exc).__name__)
+        event(log, "unhandled_error", logging.ERROR, route=route_of(request), error=type(exc).__name__)
         return error(500, "internal", "internal error")
+
+
+def route_of(request: web.BaseRequest) -> str:
+    """The matched route's pattern: the path may carry a conversation id, which may be a phone."""
+    info = getattr(request, "match_info", None)
+    resource = info.route.resource if info is not None else None
+    return resource.canonical if resource is not None else "<unmatched>"
 
 
 class SafeAccessLogger(AbstractAccessLogger):
@@ -56,13 +69,11 @@ class SafeAccessLogger(AbstractAccessLogger):
         return self.logger.isEnabledFor(logging.INFO)
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        info = getattr(request, "match_info", None)
-        resource = info.route.resource if info is not None else None
         event(
             self.logger,
             "http",
             method=request.method,
-            route=resource.canonical if resource is not None else "<unmatched>",
+            route=route_of(request),
             status=response.status,
             bytes=response.body_length,
             ms=round(time * 1000, 1),
