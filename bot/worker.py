@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from bot.logs import event, mask_id
 from bot.metrics import Metrics
 from bot.settings import Settings
-from bot.store.conversations import APPLIED, FENCED, LEASE_LOST, REDIS_DOWN, SUPERSEDED, Store
+from bot.store.conversations import APPLIED, FENCED, LEASE_LOST, REDIS_DOWN, SUPERSEDED, Loaded, Store
 from bot.store.keys import ConvKeys
 from handlers.context import Services, TurnContext
 
@@ -64,16 +64,21 @@ class Worker:
                 continue
             try:
                 claimed = await self._store.claim(
-                    partitions, min(free, 64), self.id, self._settings.lease_ttl_ms, int(time.time() * 1000)
+                    partitions,
+                    min(free, 64),
+                    self.id,
+                    self._settings.lease_ttl_ms,
+                    int(time.time() * 1000),
+                    max_messages=self._settings.max_burst_messages,
                 )
             except REDIS_DOWN as exc:
                 event(log, "claim_failed", logging.WARNING, error=type(exc).__name__)
                 await _sleep_or_stop(stop, 0.5)
                 continue
-            for conv_id, token in claimed:
-                task = asyncio.create_task(self._turn(conv_id, token))
-                self._turns[conv_id] = (task, token)
-                task.add_done_callback(self._forget(conv_id))
+            for claim in claimed:
+                task = asyncio.create_task(self._turn(claim.conv_id, claim.token, claim.loaded))
+                self._turns[claim.conv_id] = (task, claim.token)
+                task.add_done_callback(self._forget(claim.conv_id))
             if claimed:
                 idle = 0.002
             else:
@@ -102,13 +107,13 @@ class Worker:
         if pending:
             await asyncio.wait(pending, timeout=2)
 
-    async def _turn(self, conv_id: str, token: str) -> None:
+    async def _turn(self, conv_id: str, token: str, first: Loaded | None = None) -> None:
         keys = self._store.keys(conv_id)
         started = time.monotonic()
         renewer = asyncio.create_task(self._keep_lease(keys, token))
         outcome = "error"
         try:
-            outcome = await self._run_turn(keys, token)
+            outcome = await self._run_turn(keys, token, first)
         except asyncio.CancelledError:
             outcome = "cancelled"
             raise
@@ -179,10 +184,14 @@ class Worker:
                 event(log, "lease_lost", logging.WARNING, conv=mask_id(keys.conv_id))
                 return
 
-    async def _run_turn(self, keys: ConvKeys, token: str) -> str:
+    async def _run_turn(self, keys: ConvKeys, token: str, first: Loaded | None = None) -> str:
         settings = self._settings
         for attempt in range(settings.max_supersede + 3):
-            loaded = await self._store.load(keys, settings.max_burst_messages)
+            # the claim read the first attempt's state; a recomputed turn reads it again
+            if attempt == 0 and first is not None:
+                loaded = first
+            else:
+                loaded = await self._store.load(keys, settings.max_burst_messages)
             now = time.time()
             ctx = TurnContext(self._services, loaded.state, loaded.entries, loaded.history, now)
             if loaded.entries:

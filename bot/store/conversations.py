@@ -96,6 +96,15 @@ class Loaded:
 
 
 @dataclass
+class Claim:
+    """A conversation this worker now holds the lease of, with what its turn reads first."""
+
+    conv_id: str
+    token: str
+    loaded: Loaded
+
+
+@dataclass
 class ApplyResult:
     code: int
     epoch: int
@@ -163,9 +172,17 @@ class Store:
         return bool(fresh)
 
     async def claim(
-        self, partitions: list[int], limit: int, worker_id: str, lease_ms: int, now_ms: int
-    ) -> list[tuple[str, str]]:
-        """Up to `limit` ready conversations whose lease this worker now holds: [(conv_id, token)].
+        self,
+        partitions: list[int],
+        limit: int,
+        worker_id: str,
+        lease_ms: int,
+        now_ms: int,
+        *,
+        max_messages: int = 20,
+    ) -> list[Claim]:
+        """Up to `limit` ready conversations whose lease this worker now holds, each loaded as by
+        `load` (so a turn's first attempt needs no read of its own).
 
         The partitions are visited from a rotating start, so a busy partition cannot starve the others.
         """
@@ -183,12 +200,17 @@ class Store:
         answers = await asyncio.gather(
             *(
                 self._claim(
-                    keys=[PartitionKeys(p).ready for p in group], args=[now_ms, lease_ms, room, worker_id]
+                    keys=[PartitionKeys(p).ready for p in group],
+                    args=[now_ms, lease_ms, room, worker_id, max_messages],
                 )
                 for group, room in calls
             )
         )
-        return [(flat[i], flat[i + 1]) for flat in answers for i in range(0, len(flat), 2)]
+        return [
+            Claim(conv, token, self._loaded(conv, flat_state, inbox, inbox_len, hist))
+            for answer in answers
+            for conv, token, flat_state, inbox, inbox_len, hist in answer
+        ]
 
     async def renew(self, keys: ConvKeys, token: str, lease_ms: int, now_ms: int) -> bool:
         ok = await self._renew(
@@ -207,9 +229,15 @@ class Store:
         flat_state, raw_inbox, inbox_len, raw_hist = await self._load(
             keys=[keys.conv, keys.inbox, keys.history], args=[max_messages]
         )
+        return self._loaded(keys.conv_id, flat_state, raw_inbox, inbox_len, raw_hist)
+
+    @staticmethod
+    def _loaded(
+        conv_id: str, flat_state: list[str], raw_inbox: list[str], inbox_len: int, raw_hist: list[str]
+    ) -> Loaded:
         raw_state = dict(zip(flat_state[::2], flat_state[1::2], strict=True))
         return Loaded(
-            state=ConvState.from_hash(keys.conv_id, raw_state),
+            state=ConvState.from_hash(conv_id, raw_state),
             entries=[InboxEntry.model_validate_json(e) for e in raw_inbox],
             inbox_len=int(inbox_len),
             history=[HistoryItem.model_validate_json(h) for h in raw_hist],
