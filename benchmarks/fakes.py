@@ -33,6 +33,9 @@ class State:
         self.latency_s = 0.0
         self.reply_chars = 40
         self.record_llm = False
+        # closed: model calls wait until it opens (lets a benchmark queue work up before timing it)
+        self.gate = asyncio.Event()
+        self.gate.set()
         self.reset()
 
     def reset(self) -> None:
@@ -159,6 +162,8 @@ class HttpFake(asyncio.Protocol):
         state.llm_calls += 1
         found = TAG.findall(body)
         tag = found[-1].decode() if found else "0"
+        if not state.gate.is_set():
+            await state.gate.wait()
         if state.latency_s:
             await asyncio.sleep(state.latency_s)
         if state.record_llm:
@@ -193,6 +198,8 @@ class HttpFake(asyncio.Protocol):
             state.reply_chars = int(change["reply_chars"])
         if "record_llm" in change:
             state.record_llm = bool(change["record_llm"])
+        if "gate_open" in change:
+            (state.gate.set if change["gate_open"] else state.gate.clear)()
         return 200, b'{"ok":true}'
 
     async def _wait(self, target: str) -> tuple[int, bytes]:
