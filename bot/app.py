@@ -12,7 +12,7 @@ from bot.appkeys import RUNTIME
 from bot.clients.llm import Responder
 from bot.runtime import open_runtime
 from bot.settings import Settings
-from bot.web import admin, agent_api, braze_webhook, health, regal_webhook, zendesk_webhook
+from bot.web import admin, agent_api, braze_webhook, health, openapi, regal_webhook, zendesk_webhook
 from bot.web.common import json_errors
 
 
@@ -38,6 +38,7 @@ def create_app(
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/metrics", health.metrics)
+    app.router.add_get("/openapi.json", openapi.openapi_json)
     admin.add_routes(app)
     agent_api.setup(app)
     app.router.add_post("/webhooks/zendesk", zendesk_webhook.zendesk_webhook)

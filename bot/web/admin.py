@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Literal
+from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -32,6 +32,51 @@ class ReplayAllQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kind: Literal["send", "job", "track"] | None = None
     reason: str | None = Field(None, max_length=200)
+
+
+# -- answers (pydantic, so bot/web/openapi.py describes exactly what is sent) ----------------------
+
+
+class DeadLetterSummary(BaseModel):
+    id: str = Field(description="<partition>-<stream id>, unique across partitions")
+    kind: str = Field(description="send (a reply), job (Zendesk, Regal), track (/users/track), inbound")
+    reason: str = Field(description="why it failed for good, e.g. braze_400, outcome_unknown")
+    at: float = Field(description="when it was dead-lettered, Unix seconds")
+    attempts: int
+    conv: str = Field(description="the conversation it belongs to")
+    about: str = Field(description="the row kind, job kind or track object type")
+
+
+class DeadLetterList(BaseModel):
+    dead_letters: list[DeadLetterSummary]
+    total: int = Field(description="dead letters in all partitions, before filters and the limit")
+
+
+class DeadLetterDetail(DeadLetterSummary):
+    payload: dict[str, Any] = Field(description="what a replay puts back in its stream")
+
+
+class DeadLetterShown(BaseModel):
+    dead_letter: DeadLetterDetail
+
+
+class Replayed(BaseModel):
+    status: Literal["replayed"] = "replayed"
+    id: str
+
+
+class ReplayedAll(BaseModel):
+    status: Literal["replayed"] = "replayed"
+    replayed: int
+
+
+class Dropped(BaseModel):
+    status: Literal["dropped"] = "dropped"
+    id: str
+
+
+def _json(model: BaseModel) -> web.Response:
+    return web.json_response(model.model_dump(mode="json"))
 
 
 def admin_of(request: web.Request) -> str | None:
@@ -80,7 +125,8 @@ async def list_dead_letters(request: web.Request, admin: str, dead: DeadLetters)
     except ValidationError as exc:
         return _query_error(exc)
     letters = await dead.find(limit=query.limit, kind=query.kind, reason=query.reason)
-    return web.json_response({"dead_letters": [d.summary() for d in letters], "total": await dead.total()})
+    rows = [DeadLetterSummary.model_validate(d.summary()) for d in letters]
+    return _json(DeadLetterList(dead_letters=rows, total=await dead.total()))
 
 
 @_guarded
@@ -89,7 +135,7 @@ async def show_dead_letter(request: web.Request, admin: str, dead: DeadLetters) 
     letter = await dead.get(dead_id)
     if letter is None:
         return _not_found()
-    return web.json_response({"dead_letter": {**letter.summary(), "payload": letter.payload}})
+    return _json(DeadLetterShown(dead_letter=DeadLetterDetail(**letter.summary(), payload=letter.payload)))
 
 
 @_guarded
@@ -98,7 +144,7 @@ async def replay_dead_letter(request: web.Request, admin: str, dead: DeadLetters
     new_id = await dead.replay(dead_id, by=admin)
     if new_id is None:
         return _not_found()
-    return web.json_response({"status": "replayed", "id": dead_id})
+    return _json(Replayed(id=dead_id))
 
 
 @_guarded
@@ -108,7 +154,7 @@ async def replay_all_dead_letters(request: web.Request, admin: str, dead: DeadLe
     except ValidationError as exc:
         return _query_error(exc)
     count = await dead.replay_all(by=admin, kind=query.kind, reason=query.reason)
-    return web.json_response({"status": "replayed", "replayed": count})
+    return _json(ReplayedAll(replayed=count))
 
 
 @_guarded
@@ -116,7 +162,7 @@ async def drop_dead_letter(request: web.Request, admin: str, dead: DeadLetters) 
     dead_id = request.match_info["id"]
     if not await dead.drop(dead_id, by=admin):
         return _not_found()
-    return web.json_response({"status": "dropped", "id": dead_id})
+    return _json(Dropped(id=dead_id))
 
 
 def add_routes(app: web.Application) -> None:
