@@ -9,26 +9,35 @@ nothing, and a crash cannot leave the payload in both places or in neither.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
 import sys
+import time
 from collections import Counter
 from typing import Any
 
 from pydantic import BaseModel
 
+from bot.errors import BrokerError
 from bot.logs import event, mask_id
 from bot.metrics import Metrics
+from bot.models import InboxEntry
 from bot.store.conversations import _lua
-from bot.store.keys import PartitionKeys
+from bot.store.keys import ConvKeys, PartitionKeys
 
 log = logging.getLogger("bot.deadletters")
 
-# Where each kind of dead letter came from (and goes back to on replay).
+# Where each kind of dead letter came from (and goes back to on replay). Kind "inbound" (a burst the
+# worker set aside after its turns kept crashing) goes back to its conversation's inbox.
 ORIGIN = {"send": "outbox", "job": "jobs", "track": "track"}
 _ID = re.compile(r"^(\d{1,4})-(\d{1,20}-\d{1,20})$")
 _BATCH = 200
+
+
+class NotReplayable(BrokerError):
+    """A dead letter of a kind this broker cannot put back (it stays listed; drop it by hand)."""
 
 
 class DeadLetterId(BaseModel):
@@ -103,6 +112,7 @@ class DeadLetters:
         self.partitions = partitions
         self._metrics = metrics
         self._replay = client.register_script(_lua("dead_replay"))
+        self._replay_inbound = client.register_script(_lua("dead_replay_inbound"))
 
     async def find(
         self, *, limit: int = 100, kind: str | None = None, reason: str | None = None
@@ -154,12 +164,33 @@ class DeadLetters:
         return _from_fields(ident.partition, rows[0][0], rows[0][1])
 
     async def replay(self, dead_id: str, *, by: str) -> str | None:
-        """Put one dead letter back in its stream; the new stream id, or None when there is none."""
+        """Put one dead letter back where it came from; None when there is none (any more).
+
+        NotReplayable for a kind this broker does not know how to put back."""
         letter = await self.get(dead_id)
         if letter is None:
             return None
+        if letter.kind == "inbound":
+            return letter.id if await self._requeue_inbound(letter, by) else None
+        if letter.kind not in ORIGIN:
+            raise NotReplayable(letter.kind)
         moved = await self._move(letter.partition, [letter], by=by)
         return moved[0] if moved else None
+
+    async def _requeue_inbound(self, letter: DeadLetter, by: str) -> bool:
+        """A burst the worker set aside after it crashed its turns: back into the inbox, to be answered."""
+        entries = letter.payload.get("entries")
+        if not letter.conv or not isinstance(entries, list) or not entries:
+            raise NotReplayable("inbound (no entries)")
+        keys = ConvKeys.of(letter.conv, self.partitions)
+        texts = [InboxEntry.model_validate(e).model_dump_json() for e in entries]
+        done = await self._replay_inbound(
+            keys=[PartitionKeys(letter.partition).dead, keys.inbox, keys.part.ready],
+            args=[letter.id.split("-", 1)[1], letter.conv, int(time.time() * 1000), *texts],
+        )
+        if done:
+            self._replayed(letter, by)
+        return bool(done)
 
     async def replay_all(self, *, by: str, kind: str | None = None, reason: str | None = None) -> int:
         """Replay every dead letter (optionally one kind and/or reason); how many were replayed."""
@@ -170,6 +201,10 @@ class DeadLetters:
                 for d in await self._scan(part, None)
                 if (not kind or d.kind == kind) and (not reason or d.reason == reason)
             ]
+            for letter in [d for d in letters if d.kind == "inbound"]:
+                with contextlib.suppress(NotReplayable):
+                    total += await self._requeue_inbound(letter, by)
+            letters = [d for d in letters if d.kind in ORIGIN]
             for start in range(0, len(letters), _BATCH):
                 total += len(await self._move(part, letters[start : start + _BATCH], by=by))
         return total
@@ -185,19 +220,22 @@ class DeadLetters:
             if not new_id:
                 continue
             moved.append(str(new_id))
-            if self._metrics:
-                self._metrics.dead_letter_replays.labels(letter.kind).inc()
-            event(
-                log,
-                "dead_letter_replayed",
-                id=letter.id,
-                kind=letter.kind,
-                reason=letter.reason,
-                conv=mask_id(letter.conv),
-                stream=ORIGIN.get(letter.kind, ""),
-                by=by or None,
-            )
+            self._replayed(letter, by)
         return moved
+
+    def _replayed(self, letter: DeadLetter, by: str) -> None:
+        if self._metrics:
+            self._metrics.dead_letter_replays.labels(letter.kind).inc()
+        event(
+            log,
+            "dead_letter_replayed",
+            id=letter.id,
+            kind=letter.kind,
+            reason=letter.reason,
+            conv=mask_id(letter.conv),
+            stream=ORIGIN.get(letter.kind, "inbox"),
+            by=by or None,
+        )
 
     async def drop(self, dead_id: str, *, by: str) -> bool:
         """Delete one dead letter for good (after an operator dealt with it another way)."""
@@ -290,7 +328,12 @@ async def _cli(redis_url: str, partitions: int, args: Any) -> int:
                 count = await dead.replay_all(by=by, kind=args.kind, reason=args.reason)
                 print(f"replayed {count} dead letter(s)")
                 return 0
-            if await dead.replay(args.id, by=by) is None:
+            try:
+                replayed = await dead.replay(args.id, by=by)
+            except NotReplayable as exc:
+                print(f"dead letter {args.id} is of kind {exc} and cannot be replayed", file=sys.stderr)
+                return 1
+            if replayed is None:
                 print(f"no dead letter {args.id} (already replayed or dropped?)", file=sys.stderr)
                 return 1
             print(f"replayed {args.id}")

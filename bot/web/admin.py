@@ -11,7 +11,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bot.appkeys import RUNTIME
-from bot.deadletters import DeadLetters
+from bot.deadletters import DeadLetters, NotReplayable
 from bot.logs import event
 from bot.store.conversations import REDIS_DOWN
 from bot.web.common import error
@@ -141,7 +141,12 @@ async def show_dead_letter(request: web.Request, admin: str, dead: DeadLetters) 
 @_guarded
 async def replay_dead_letter(request: web.Request, admin: str, dead: DeadLetters) -> web.Response:
     dead_id = request.match_info["id"]
-    new_id = await dead.replay(dead_id, by=admin)
+    try:
+        new_id = await dead.replay(dead_id, by=admin)
+    except NotReplayable as exc:
+        return error(
+            409, "not_replayable", f"a dead letter of kind {exc} cannot be replayed; drop it instead"
+        )
     if new_id is None:
         return _not_found()
     return _json(Replayed(id=dead_id))

@@ -377,7 +377,7 @@ def _paths() -> dict[str, dict[str, Any]]:
             "post": _op(
                 "Put a dead letter back in the stream it came from; a second replay finds nothing (404)",
                 {200: _json("Replayed", "re-queued")},
-                (404, 503),
+                (404, 409, 503),
                 security=admin,
                 parameters=[DEAD_ID],
                 tag="admin",

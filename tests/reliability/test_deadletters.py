@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,9 @@ import pytest
 from bot.deadletters import DeadLetters, parse_id
 from bot.errors import OutboundError
 from bot.jobs import Job
+from bot.models import InboxEntry
 from bot.store.conversations import Mutation
+from bot.store.keys import PartitionKeys
 from tests.harness import AGENT_TOKEN, Broker, start_broker
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -205,3 +208,39 @@ async def test_malformed_ids_and_queries(ops: Broker) -> None:
     assert status == 422 and "limit" in body["error"]["fields"]
     status, body = await request(ops, "GET", "/admin/dead-letters?kind=other")
     assert status == 422 and body["error"]["code"] == "invalid_fields"
+
+
+async def test_a_set_aside_burst_is_replayed_into_its_inbox_and_answered_once(ops: Broker) -> None:
+    """Kind "inbound": the worker set a burst aside after its turns kept crashing (bot/worker.py)."""
+    store = ops.runtime.store
+    keys = store.keys("u-crashy")
+    entry = InboxEntry(id="m-1", text="does this work now", at=time.time(), user_id="u-crashy")
+    await ops.runtime.redis.xadd(
+        keys.part.dead,
+        {
+            "kind": "inbound",
+            "reason": "turn_crashed:KeyError",
+            "at": repr(time.time()),
+            "attempts": 3,
+            "payload": json.dumps({"conv": "u-crashy", "entries": [entry.model_dump()]}),
+        },
+    )
+    dead = DeadLetters(ops.runtime.redis, ops.settings.queue_partitions)
+    [letter] = await dead.find()
+    status, body = await request(ops, "POST", f"/admin/dead-letters/{letter.id}/replay")
+    assert status == 200, body
+    assert await ops.replies("u-crashy") == ["Echo: does this work now"]
+    assert (await request(ops, "POST", f"/admin/dead-letters/{letter.id}/replay"))[0] == 404
+    await ops.settle()
+    assert ops.braze.messages_for("u-crashy") == ["Echo: does this work now"]
+
+
+async def test_a_dead_letter_of_an_unknown_kind_is_not_replayable_but_can_be_dropped(ops: Broker) -> None:
+    part = PartitionKeys(0)
+    await ops.runtime.redis.xadd(
+        part.dead, {"kind": "mystery", "reason": "x", "at": "0", "attempts": 0, "payload": "{}"}
+    )
+    [letter] = await DeadLetters(ops.runtime.redis, ops.settings.queue_partitions).find()
+    status, body = await request(ops, "POST", f"/admin/dead-letters/{letter.id}/replay")
+    assert status == 409 and body["error"]["code"] == "not_replayable"
+    assert (await request(ops, "DELETE", f"/admin/dead-letters/{letter.id}"))[0] == 200
