@@ -89,13 +89,13 @@ HUMAN_START, HUMAN_END = "human_start", "human_end"
 
 @dataclass
 class SoakConfig:
-    conversations: int = 160
-    traffic_s: float = 110.0
+    conversations: int = 200
+    traffic_s: float = 130.0
     workers: int = 3
     partitions: int = 8
-    kills: int = 5
+    kills: int = 6
     redis_restart_at: float | None = 0.45  # fraction of the traffic phase; None: no restart
-    takeovers: int = 30
+    takeovers: int = 40
     bursts_per_conversation: tuple[int, int] = (3, 7)
     burst_size: tuple[int, int] = (1, 4)
     think_s: tuple[float, float] = (2.0, 12.0)
@@ -105,8 +105,8 @@ class SoakConfig:
     late_share: float = 0.05
     out_of_order_share: float = 0.08
     bad_input_share: float = 0.01
-    braze_faults: int = 40
-    llm_faults: int = 25
+    braze_faults: int = 50
+    llm_faults: int = 30
     settle_timeout_s: float = 75.0
     seed: int = 7
     verbose: bool = True
@@ -298,7 +298,7 @@ class Soak:
             "AGENT_API_TOKENS": f"alice:{AGENT_TOKEN}",
             "QUEUE_PARTITIONS": str(self.cfg.partitions),
             "LEASE_TTL_MS": "3000",
-            "BRAZE_TIMEOUT_S": "1.0",
+            "BRAZE_TIMEOUT_S": "2.5",
             "BRAZE_MAX_ATTEMPTS": "8",
             "BRAZE_RETRY_MAX_WAIT_S": "1.0",
             "BRAZE_BATCH_LINGER_MS": "10",
@@ -555,7 +555,7 @@ class Soak:
                 self.braze.fail_next(TRIGGER, self.rng.choice([500, 502, 503]), times=self.rng.randint(1, 3))
             else:
                 # Hangs past the client's timeout and fails: Braze did not take it.
-                self.braze.fail_next(TRIGGER, 503, delay_s=1.3)
+                self.braze.fail_next(TRIGGER, 503, delay_s=2.8)
             self.report.faults[f"braze_{kind}"] += 1
 
     async def _llm_faults(self) -> None:
