@@ -161,7 +161,8 @@ async def open_runtime(
     client = connect(redis_url)
     store = Store(client, settings.queue_partitions, settings.history_keep)
     await store.prepare()
-    await warn_about_redis(client, store.cluster)
+    if settings.redis_config_check:
+        await warn_about_redis(client, store.cluster)
     streams = Streams(client, settings.queue_partitions, store.cluster)
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=200, ttl_dns_cache=300),

@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     llm_daily_token_budget: int = Field(200_000, ge=0)
     budget_exhausted: Literal["handoff", "faq"] = "handoff"
     llm_max_message_chars: int = Field(2000, ge=100)
+    # Warn at start-up when Redis could lose data (evicting policy, no persistence); off for the
+    # simulator's deliberately in-memory Redis.
+    redis_config_check: bool = True
     # The recovery sweep (bot/sweep.py): how often it runs, and when unsettled work counts as stuck.
     sweep_interval_s: float = Field(30.0, gt=0)
     sweep_stuck_after_s: float = Field(120.0, gt=0)

@@ -161,6 +161,8 @@ async def simulation(
     secret = secrets.token_urlsafe(16)
     token = agent_token or secrets.token_urlsafe(16)
     settings = sim_settings(base, standin_url, secret, token)
+    if embedded is not None and data_dir is None:  # in memory on purpose: no persistence warning
+        settings = settings.model_copy(update={"redis_config_check": False})
     app = create_app(settings, redis_url, responder=responder)
     if setup_app is not None:
         setup_app(app)
