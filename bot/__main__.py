@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -65,6 +66,20 @@ def _refuse(lines: list[str]) -> None:
     for line in lines:
         print(f"error: {line}", file=sys.stderr)
     raise SystemExit(2)
+
+
+def _tune_gc() -> None:
+    """Fewer, cheaper garbage collections for a long-running service.
+
+    What exists once the service is imported (modules, the SDK's and pydantic's types) lives as
+    long as the process, so it leaves the collector's generations; the youngest generation is
+    collected every 50,000 allocations instead of 700. The benchmark's worker spent ~10% less CPU
+    per turn this way (README "Scaling").
+    """
+    import bot.app  # noqa: F401  - the whole service, loaded before the freeze
+
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 def _install_uvloop() -> None:
@@ -162,6 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 note="REDIS_URL unset; set it in production",
             )
         _install_uvloop()
+        _tune_gc()
         try:
             asyncio.run(_serve(settings, redis_url, args.host, args.port, not args.no_worker))
         finally:
@@ -183,6 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _refuse(missing)
         assert settings.redis_url
         _install_uvloop()
+        _tune_gc()
         asyncio.run(_worker(settings, settings.redis_url, args.health_port))
         return 0
     return 2  # pragma: no cover - argparse rejects unknown commands
