@@ -125,11 +125,18 @@ async def test_daily_token_budget_can_answer_from_the_faq(redis_url: str) -> Non
 
 async def test_every_call_carries_max_tokens_and_a_capped_history(redis_url: str) -> None:
     async with start_broker(
-        redis_url, llm_max_tokens=123, history_max_messages=6, history_max_chars=3000, llm_max_message_chars=500
+        redis_url,
+        llm_max_tokens=123,
+        history_max_messages=6,
+        history_max_chars=3000,
+        llm_max_message_chars=500,
     ) as b:
         store = b.runtime.store
         keys = store.keys("u-long")
-        old = [HistoryItem(role="user" if i % 2 else "bot", text=f"old {i} " + "x" * 300, at=i) for i in range(80)]
+        old = [
+            HistoryItem(role="user" if i % 2 else "bot", text=f"old {i} " + "x" * 300, at=i)
+            for i in range(80)
+        ]
         await b.runtime.redis.rpush(keys.history, *(h.model_dump_json() for h in old))
         huge = "tell me everything " + "y" * 9000
         await b.say(huge, user_id="u-long")
