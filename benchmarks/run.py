@@ -10,6 +10,10 @@ load generator: `wrk` for saturation when it is installed, else an aiohttp clien
 aiohttp open-loop client for fixed rates. The machine is shared: the load on it is measured and
 printed with the figures (CPU used by processes other than the benchmark's own).
 
+Diagnosis: --profile DIR samples the workers (and the HTTP tier under saturation) with py-spy;
+BENCH_DEBUG=1 prints the delivery samples of the turn phases; BENCH_LLM_MS changes the model
+latency of the latency phase (row 3 is defined at 500 ms).
+
 Rows (targets from issue 6):
   1. webhook ack throughput at saturation, broker / reference; p50/p99 ack latency at 1,000 req/s
   2. turns per second with a 0 ms LLM (one worker process) / the openai SDK's calls per second
