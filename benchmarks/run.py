@@ -1,6 +1,6 @@
 """The broker's benchmark: six figures, each against a ceiling measured in the same run.
 
-    python benchmarks/run.py            # about 3 minutes; everything on loopback
+    python benchmarks/run.py            # about 2 minutes; everything on loopback
 
 It starts a private redis-server, two lean fakes (an OpenAI-compatible LLM and Braze, see
 fakes.py), the broker as separate processes (`python -m bot serve --no-worker` and
