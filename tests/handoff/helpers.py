@@ -81,7 +81,9 @@ async def track_events(broker: Broker) -> list[dict[str, Any]]:
                 found.append(item["obj"])
     for body in broker.braze.track_bodies:
         found += body.get("events") or []
-    return found
+    # An event Braze already took can still sit in its stream until the sender settles it: one copy.
+    unique: dict[str, dict[str, Any]] = {json.dumps(e, sort_keys=True): e for e in found}
+    return list(unique.values())
 
 
 @dataclass
