@@ -44,7 +44,9 @@ class Settings(BaseSettings):
     llm_max_tokens: int = Field(400, ge=16)
     history_max_messages: int = Field(20, ge=1)
     history_max_chars: int = Field(6000, ge=200)
-    history_keep: int = Field(60, ge=10)
+    # A little more than the model sees (history_max_messages): memory per conversation stays under
+    # 8 KiB; Zendesk tickets carry the full transcript for humans.
+    history_keep: int = Field(24, ge=10)
 
     agent_api_tokens: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     # Operators' tokens for /admin/* (dead letters); same `agent_id:token` format.

@@ -118,7 +118,7 @@ class ApplyResult:
 class Store:
     """The conversation model over one Redis client (single node or cluster)."""
 
-    def __init__(self, client: Any, partitions: int, history_keep: int = 60) -> None:
+    def __init__(self, client: Any, partitions: int, history_keep: int = 24) -> None:
         self.redis = client
         self.partitions = partitions
         self.history_keep = history_keep
