@@ -233,14 +233,17 @@ async def get_conversation(request: web.Request) -> web.Response:
     return _json(detail)
 
 
-async def claim_conversation(request: web.Request) -> web.Response:
+async def _ownership_change(
+    request: web.Request, action: Callable[[TurnContext, str], bool], logged_as: str
+) -> web.Response:
+    """Claim or release: the same checks, errors and answer, a different policy function."""
     agent = agent_of(request)
     if agent is None:
         return _unauthorized()
     rt = request.app[RUNTIME]
     conv_id = _conv_id(request)
     try:
-        changed, state = await _act(rt, conv_id, lambda ctx: claim(ctx, agent))
+        changed, state = await _act(rt, conv_id, lambda ctx: action(ctx, agent))
     except NotFound:
         return error(404, "not_found", "no such conversation")
     except HeldByOther as exc:
@@ -248,8 +251,12 @@ async def claim_conversation(request: web.Request) -> web.Response:
     except Conflict as exc:
         return error(409, "conflict", str(exc))
     if changed:
-        event(log, "agent_claimed", conv=mask_id(conv_id), agent=agent)
+        event(log, logged_as, conv=mask_id(conv_id), agent=agent)
     return _json(summary(state))
+
+
+async def claim_conversation(request: web.Request) -> web.Response:
+    return await _ownership_change(request, claim, "agent_claimed")
 
 
 async def post_message(request: web.Request) -> web.Response:
@@ -297,22 +304,7 @@ async def post_message(request: web.Request) -> web.Response:
 
 
 async def release_conversation(request: web.Request) -> web.Response:
-    agent = agent_of(request)
-    if agent is None:
-        return _unauthorized()
-    rt = request.app[RUNTIME]
-    conv_id = _conv_id(request)
-    try:
-        changed, state = await _act(rt, conv_id, lambda ctx: release(ctx, agent))
-    except NotFound:
-        return error(404, "not_found", "no such conversation")
-    except HeldByOther as exc:
-        return error(409, "claimed_by_other", str(exc), agent=exc.agent)
-    except Conflict as exc:
-        return error(409, "conflict", str(exc))
-    if changed:
-        event(log, "agent_released", conv=mask_id(conv_id), agent=agent)
-    return _json(summary(state))
+    return await _ownership_change(request, release, "agent_released")
 
 
 async def whoami(request: web.Request) -> web.Response:
