@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 import sys
+import threading
 
 from bot.settings import Settings
 from bot.sim.braze_standin import Delivered
@@ -13,6 +16,32 @@ HELP = """Type a message and press Enter. Commands:
   /user ID [PHONE]   talk as another customer (ID "-" for one known only by phone)
   /status            show the conversation's status
   /quit              leave (Ctrl-D works too)"""
+
+
+def _stdin_lines(loop: asyncio.AbstractEventLoop) -> asyncio.Queue[str]:
+    """Lines of standard input, "" at its end. A daemon thread reads them, so a Ctrl-C never waits
+    for a blocked read before the simulator can shut down."""
+    lines: asyncio.Queue[str] = asyncio.Queue()
+
+    def pump() -> None:
+        for line in sys.stdin:
+            loop.call_soon_threadsafe(lines.put_nowait, line)
+        loop.call_soon_threadsafe(lines.put_nowait, "")
+
+    threading.Thread(target=pump, name="stdin", daemon=True).start()
+    return lines
+
+
+async def _next_line(lines: asyncio.Queue[str], stop: asyncio.Event) -> str:
+    """The next line, or "" once Ctrl-C asked to stop."""
+    reading = asyncio.ensure_future(lines.get())
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if reading.done():
+        return reading.result()
+    reading.cancel()
+    return ""
 
 
 async def run_terminal(settings: Settings) -> int:
@@ -28,6 +57,10 @@ async def run_terminal(settings: Settings) -> int:
 
         sim.standin.on_delivery(show)
         loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signal.SIGINT, stop.set)
+        lines = _stdin_lines(loop)
         if interactive:
             print(f"Chatting with the bot as {user.user_id} ({settings.backend} backend). {HELP}", flush=True)
             print(
@@ -35,7 +68,7 @@ async def run_terminal(settings: Settings) -> int:
                 flush=True,
             )
         while True:
-            line = await loop.run_in_executor(None, sys.stdin.readline)
+            line = await _next_line(lines, stop)
             if not line:
                 break
             text = line.strip()
@@ -64,6 +97,9 @@ async def run_terminal(settings: Settings) -> int:
             if not interactive and not await sim.wait_idle():
                 print("error: the bot did not finish answering in time", file=sys.stderr)
                 return 1
+        if stop.is_set():
+            print("", flush=True)
+            return 0
         if not await sim.wait_idle():
             print("error: the bot did not finish answering in time", file=sys.stderr)
             return 1

@@ -103,7 +103,11 @@ class EmbeddedRedis:
         else:
             args += ["--appendonly", "no"]
         args += list(self.extra_args)
-        self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # Its own session: a Ctrl-C meant for the broker must not stop Redis before the broker
+        # has finished its graceful shutdown (which still writes to it); stop() ends it last.
+        self._proc = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
