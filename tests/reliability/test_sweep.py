@@ -110,7 +110,9 @@ async def test_job_a_runner_lost_track_of_runs_again(swept: Broker) -> None:
     part = ConvKeys.of("u-job", swept.settings.queue_partitions).part
     await forget(swept, part.jobs, {"kind": "test.once", "conv": "u-job", "key": "k-9", "payload": {}})
     await swept.wait_for(lambda: runs == ["k-9"])
-    assert recovered(swept, "stuck_jobs") == 1
+    # Taken back by the sweep, or (when the runner had only just taken the partition, as on a
+    # slow cluster run) by the runner's own look at entries read before it came: once either way.
+    assert recovered(swept, "stuck_jobs") + recovered(swept, "job") == 1
     await swept.settle(0.8)
     assert runs == ["k-9"]
     assert await swept.runtime.redis.xlen(part.jobs) == 0
