@@ -33,8 +33,7 @@ from bot.settings import Settings
 from bot.sim.braze_standin import Delivered
 from bot.sim.faults import FAULT_KINDS, TRIGGER_SEND, FaultKind, Faults, close_responder, wrapped_responder
 from bot.sim.session import Simulation, SimUser, simulation
-from bot.web.braze_webhook import field_errors
-from bot.web.common import error
+from bot.web.common import error, field_errors
 
 log = logging.getLogger("bot.sim.web")
 

@@ -14,7 +14,7 @@ from bot.appkeys import RUNTIME
 from bot.deadletters import DeadLetters, NotReplayable
 from bot.logs import event
 from bot.store.conversations import REDIS_DOWN
-from bot.web.common import error
+from bot.web.common import error, invalid_fields
 
 log = logging.getLogger("bot.web.admin")
 
@@ -110,8 +110,7 @@ def _guarded(view: Callable[[web.Request, str, DeadLetters], Awaitable[web.Respo
 
 
 def _query_error(exc: ValidationError) -> web.Response:
-    fields = {".".join(str(p) for p in e["loc"]) or "query": e["msg"] for e in exc.errors()}
-    return error(422, "invalid_fields", "; ".join(f"{k}: {v}" for k, v in fields.items()), fields=fields)
+    return invalid_fields(exc, whole="query")
 
 
 def _not_found() -> web.Response:

@@ -26,8 +26,8 @@ from bot.models import ConvState, HistoryItem, Status
 from bot.runtime import Runtime
 from bot.store.conversations import APPLIED, FENCED, Mutation
 from bot.web import agent_events
-from bot.web.braze_webhook import field_errors, read_bounded
-from bot.web.common import error
+from bot.web.braze_webhook import read_bounded
+from bot.web.common import error, invalid_fields
 from handlers.agent import HeldByOther, action_context, agent_message, claim, release
 from handlers.context import TurnContext, iso
 
@@ -270,10 +270,7 @@ async def post_message(request: web.Request) -> web.Response:
         body = AgentMessageIn.model_validate(json.loads(raw))
     except (ValueError, UnicodeDecodeError) as exc:
         if isinstance(exc, ValidationError):
-            fields = field_errors(exc)
-            return error(
-                422, "invalid_fields", "; ".join(f"{k}: {v}" for k, v in fields.items()), fields=fields
-            )
+            return invalid_fields(exc)
         return error(400, "invalid_json", "body is not JSON")
     rt = request.app[RUNTIME]
     conv_id = _conv_id(request)

@@ -16,7 +16,7 @@ from bot.appkeys import RUNTIME
 from bot.errors import StoreUnavailable
 from bot.logs import event, mask_id
 from bot.models import InboundWebhook, InboxEntry
-from bot.web.common import error
+from bot.web.common import error, invalid_fields
 
 log = logging.getLogger("bot.web.braze")
 
@@ -37,14 +37,6 @@ async def read_bounded(request: web.Request, limit: int = MAX_BODY) -> bytes | N
         return None
     raw = await request.content.read(limit + 1)
     return None if len(raw) > limit else raw
-
-
-def field_errors(exc: ValidationError) -> dict[str, str]:
-    fields: dict[str, str] = {}
-    for err in exc.errors():
-        name = ".".join(str(p) for p in err["loc"]) or "body"
-        fields.setdefault(name, err["msg"].removeprefix("Value error, "))
-    return fields
 
 
 async def braze_whatsapp(request: web.Request) -> web.Response:
@@ -70,8 +62,7 @@ async def braze_whatsapp(request: web.Request) -> web.Response:
         inbound = InboundWebhook.model_validate(body)
     except ValidationError as exc:
         metrics.labels("braze", "rejected").inc()
-        fields = field_errors(exc)
-        return error(422, "invalid_fields", "; ".join(f"{k}: {v}" for k, v in fields.items()), fields=fields)
+        return invalid_fields(exc)
 
     conv = inbound.conv_id
     if inbound.message_id:

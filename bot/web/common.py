@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from pydantic import ValidationError
 
 from bot.errors import StoreUnavailable
 from bot.logs import event
@@ -19,6 +20,21 @@ log = logging.getLogger("bot.web")
 def error(status: int, code: str, message: str, **extra: Any) -> web.Response:
     """`{"error": {"code": …, "message": …}}`, the contract's shape for every error."""
     return web.json_response({"error": {"code": code, "message": message, **extra}}, status=status)
+
+
+def field_errors(exc: ValidationError, whole: str = "body") -> dict[str, str]:
+    """Each bad field named once, with pydantic's message (without its "Value error, " prefix)."""
+    fields: dict[str, str] = {}
+    for err in exc.errors():
+        name = ".".join(str(p) for p in err["loc"]) or whole
+        fields.setdefault(name, err["msg"].removeprefix("Value error, "))
+    return fields
+
+
+def invalid_fields(exc: ValidationError, whole: str = "body") -> web.Response:
+    """The 422 for input of the wrong shape: the message and `fields` name each bad field."""
+    fields = field_errors(exc, whole)
+    return error(422, "invalid_fields", "; ".join(f"{k}: {v}" for k, v in fields.items()), fields=fields)
 
 
 _CODES = {

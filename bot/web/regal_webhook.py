@@ -21,8 +21,8 @@ from bot.logs import event
 from bot.regal_mapping import RegalWebhook, Unmappable, to_track
 from bot.store.conversations import REDIS_DOWN
 from bot.track import enqueue
-from bot.web.braze_webhook import bearer_ok, field_errors, read_bounded
-from bot.web.common import error
+from bot.web.braze_webhook import bearer_ok, read_bounded
+from bot.web.common import error, invalid_fields
 
 log = logging.getLogger("bot.web.regal")
 
@@ -53,8 +53,7 @@ async def regal_webhook(request: web.Request) -> web.Response:
         entries = to_track(hook, subscription_groups=rt.settings.regal_subscription_groups, now=time.time())
     except ValidationError as exc:
         counter.labels("regal", "rejected").inc()
-        fields = field_errors(exc)
-        return error(422, "invalid_fields", "; ".join(f"{k}: {v}" for k, v in fields.items()), fields=fields)
+        return invalid_fields(exc)
     except Unmappable as exc:
         counter.labels("regal", "rejected").inc()
         return error(422, "invalid_fields", str(exc), fields={exc.field: exc.message})

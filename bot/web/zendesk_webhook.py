@@ -29,8 +29,8 @@ from bot.logs import event, mask_id
 from bot.models import ConvState
 from bot.runtime import Runtime
 from bot.store.conversations import APPLIED, FENCED, REDIS_DOWN
-from bot.web.braze_webhook import field_errors, read_bounded
-from bot.web.common import error
+from bot.web.braze_webhook import read_bounded
+from bot.web.common import error, invalid_fields
 from handlers.agent import ZendeskOutcome, ZendeskSeen, action_context, zendesk_update
 
 log = logging.getLogger("bot.web.zendesk")
@@ -150,8 +150,7 @@ async def zendesk_webhook(request: web.Request) -> web.Response:
         body = ZendeskWebhookBody.model_validate(data)
     except ValidationError as exc:
         metrics.labels("zendesk", "rejected").inc()
-        fields = field_errors(exc)
-        return error(422, "invalid_fields", "; ".join(f"{k}: {v}" for k, v in fields.items()), fields=fields)
+        return invalid_fields(exc)
 
     conv = body.external_id
     if not conv:
