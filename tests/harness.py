@@ -54,6 +54,15 @@ def make_settings(braze_url: str, llm_url: str | None, redis_url: str, **overrid
     return Settings(_env_file=None, **values)
 
 
+def counter_value(counter: Any, **labels: str) -> float:
+    """The current value of a labelled Prometheus counter (0 before it was first counted)."""
+    for metric in counter.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_total") and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
+
+
 def inbound(
     message: str = "hello", user_id: str = "u-123", phone: str = "+15551234567", **extra: Any
 ) -> dict[str, Any]:

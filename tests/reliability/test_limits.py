@@ -11,7 +11,7 @@ import pytest
 
 from bot.models import HistoryItem
 from prompts import load_prompts
-from tests.harness import Broker, start_broker
+from tests.harness import Broker, counter_value, start_broker
 
 TEXTS = load_prompts()
 SLOW_DOWN = TEXTS.text("slow_down")
@@ -27,11 +27,7 @@ async def drained(broker: Broker, timeout: float = 30.0) -> None:
 
 
 def limited(broker: Broker, kind: str) -> float:
-    for metric in broker.runtime.metrics.limited.collect():
-        for sample in metric.samples:
-            if sample.name.endswith("_total") and sample.labels.get("kind") == kind:
-                return float(sample.value)
-    return 0.0
+    return counter_value(broker.runtime.metrics.limited, kind=kind)
 
 
 async def flood(broker: Broker, user: str, count: int) -> list[str]:

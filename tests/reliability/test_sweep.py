@@ -16,7 +16,7 @@ from bot.jobs import Job
 from bot.models import InboxEntry, OutRow
 from bot.store.keys import ConvKeys, PartitionKeys
 from bot.store.streams import GROUP
-from tests.harness import REPLY_CAMPAIGN, Broker, start_broker
+from tests.harness import REPLY_CAMPAIGN, Broker, counter_value, start_broker
 
 FAST: dict[str, Any] = {"sweep_interval_s": 0.1, "sweep_stuck_after_s": 0.3}
 
@@ -39,11 +39,7 @@ async def readers_ready(broker: Broker) -> None:
 
 
 def recovered(broker: Broker, kind: str) -> float:
-    for metric in broker.runtime.metrics.recovered.collect():
-        for sample in metric.samples:
-            if sample.name.endswith("_total") and sample.labels.get("kind") == kind:
-                return float(sample.value)
-    return 0.0
+    return counter_value(broker.runtime.metrics.recovered, kind=kind)
 
 
 async def forget(broker: Broker, stream: str, payload: dict[str, Any]) -> str:
